@@ -1,0 +1,121 @@
+"""The library object behind the CLI: settings → database → jobs → runner.
+
+Every command opens one ``App``, calls one method and renders what it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+from jobctl.config import Settings
+from jobctl.db import ledger
+from jobctl.db.engine import Database, open_database
+from jobctl.errors import UsageError
+from jobctl.registry import JobSpec, all_jobs
+from jobctl.runner import RunOptions, RunOutcome, Runner
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    name: str
+    description: str
+    builtin: bool
+    enabled: bool
+    schedule: str | None
+    schedule_words: str | None
+    timezone: str
+    next_fire_times: list[datetime]
+    last_status: str | None
+    last_run_id: int | None
+    last_success: datetime | None
+    running: Mapping[str, Any] | None
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def db(self) -> Database:
+        from jobctl.db.migrate import ensure_schema
+
+        db = open_database(self.settings.database_url, self.settings.data_dir)
+        ensure_schema(db)
+        return db
+
+    def raw_db(self) -> Database:
+        """The database without the automatic upgrade (for ``db status``)."""
+        return open_database(self.settings.database_url, self.settings.data_dir)
+
+    @cached_property
+    def jobs(self) -> dict[str, JobSpec]:
+        return all_jobs(self.settings.jobs_module, self.settings.jobs_path)
+
+    def runner(self) -> Runner:
+        return Runner(self.settings, self.db, self.jobs)
+
+    def run(self, name: str, options: RunOptions) -> RunOutcome:
+        return self.runner().run(name, options)
+
+    # -- audit -------------------------------------------------------------
+    def list_runs(self, *, job: str | None, status: str | None, since: timedelta | None,
+                  limit: int) -> list[dict[str, Any]]:
+        if status and status not in STATUSES:
+            raise UsageError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        if limit < 0:
+            raise UsageError(f"limit {limit} must be 0 (no limit) or more")
+        after = datetime.now(UTC) - since if since else None
+        with self.db.begin() as conn:
+            ledger.sweep_abandoned(conn)
+            return ledger.list_runs(conn, job=job, status=status, since=after, limit=limit)
+
+    def show_run(self, run_id: int) -> dict[str, Any]:
+        with self.db.begin() as conn:
+            ledger.sweep_abandoned(conn)
+            run = ledger.get_run(conn, run_id)
+            if run is None:
+                raise UsageError(f"run {run_id} does not exist")
+            run["children"] = ledger.list_runs(conn, parent_id=run_id, limit=0)
+        run.pop("lock_backend_pid", None)
+        run.pop("lock_key", None)
+        return run
+
+    def jobs_overview(self, now: datetime | None = None) -> list[JobInfo]:
+        from jobctl.schedule import parse_schedule
+
+        now = now or datetime.now(UTC)
+        with self.db.begin() as conn:
+            ledger.sweep_abandoned(conn)
+            running = ledger.running_now(conn)
+            last = ledger.last_runs(conn)
+        names = list(self.jobs) + [n for n in self.settings.jobs if n not in self.jobs]
+        infos = []
+        for name in names:
+            cfg = self.settings.job(name)
+            spec = self.jobs.get(name)
+            words, nxt = None, []
+            if cfg.schedule:
+                sched = parse_schedule(cfg.schedule, cfg.timezone, self.settings.scheduler)
+                words, nxt = sched.describe(), sched.next_fire_times(now, 3)
+            info = last.get(name, {})
+            infos.append(JobInfo(
+                name=name,
+                description=(cfg.description or (spec.description if spec else "")
+                             or ("" if spec else "(no code registers this job)")),
+                builtin=bool(spec and spec.builtin), enabled=cfg.enabled, schedule=cfg.schedule,
+                schedule_words=words, timezone=cfg.timezone, next_fire_times=nxt,
+                last_status=info.get("status"), last_run_id=info.get("id"),
+                last_success=info.get("last_success"), running=running.get(name),
+            ))
+        return infos
+
+    def close(self) -> None:
+        if "db" in self.__dict__:
+            self.db.dispose()
+
+
+STATUSES = ("running", "completed", "failed", "cancelled", "skipped", "abandoned")

@@ -1,0 +1,71 @@
+"""Option types shared by commands (runner options, durations, dates)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from jobctl.durations import parse_duration
+from jobctl.errors import UsageError
+from jobctl.runner import RunOptions
+
+Params = Annotated[
+    list[str] | None,
+    typer.Option("--param", "-p", help="KEY=VALUE passed to the job and stored with the run."),
+]
+Wait = Annotated[bool, typer.Option("--wait", help="Wait for the lock instead of skipping.")]
+WaitTimeout = Annotated[
+    str | None, typer.Option("--wait-timeout", help="Give up waiting after this (e.g. 10m).")
+]
+Retries = Annotated[
+    int | None, typer.Option("--retries", min=0, help="Retries for transient errors.")
+]
+RetryDelay = Annotated[
+    str | None, typer.Option("--retry-delay", help="First retry delay; doubles, with jitter.")
+]
+Timeout = Annotated[str | None, typer.Option("--timeout", help="Fail the run after this long.")]
+Trigger = Annotated[
+    str | None,
+    typer.Option("--trigger", help="manual|timer|cron|schedule|backfill [default: timer under "
+                 "systemd (INVOCATION_ID set), else manual]."),
+]
+Force = Annotated[
+    bool, typer.Option("--force", help="Run even if this schedule slot already completed.")
+]
+
+
+def parse_params(items: list[str] | None) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--param {item!r} is not KEY=VALUE")
+        params[key.strip()] = value
+    return params
+
+
+def duration(value: str | None, option: str) -> timedelta | None:
+    return None if value is None else parse_duration(value, what=option)
+
+
+def run_options(
+    *, params: list[str] | None, wait: bool, wait_timeout: str | None, retries: int | None,
+    retry_delay: str | None, timeout: str | None, trigger: str | None, force: bool,
+    **extra: object,
+) -> RunOptions:
+    parsed_timeout = duration(timeout, "--timeout")
+    if parsed_timeout is not None and parsed_timeout.total_seconds() <= 0:
+        raise UsageError(f"--timeout {timeout!r} must be more than zero")
+    return RunOptions(
+        params=parse_params(params),
+        wait=wait or wait_timeout is not None,
+        wait_timeout=duration(wait_timeout, "--wait-timeout"),
+        retries=retries,
+        retry_delay=duration(retry_delay, "--retry-delay"),
+        timeout=parsed_timeout,
+        trigger=trigger,
+        force=force,
+        **extra,  # type: ignore[arg-type]
+    )

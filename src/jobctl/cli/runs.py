@@ -1,0 +1,76 @@
+"""``jobctl runs list`` and ``jobctl runs show``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from jobctl.cli import render
+from jobctl.cli.options import duration
+from jobctl.cli.state import State
+
+runs_app = typer.Typer(help="The run ledger: what ran, when, how it ended.", no_args_is_help=True)
+
+
+@runs_app.command("list")
+def runs_list(
+    ctx: typer.Context,
+    job: Annotated[str | None, typer.Option("--job", help="Only this job.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Started within, e.g. 7d.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many (0: all).")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON array on stdout.")] = False,
+) -> None:
+    """Runs, newest first."""
+    state: State = ctx.obj
+    rows = state.app.list_runs(job=job, status=status, since=duration(since, "--since"),
+                               limit=limit)
+    if as_json:
+        render.print_json(rows)
+    elif rows:
+        render.out.print(render.runs_table(rows))
+    else:
+        render.err.print("no runs match")
+
+
+@runs_app.command("show")
+def runs_show(
+    ctx: typer.Context,
+    run_id: Annotated[int, typer.Argument(help="The run's id.", metavar="ID")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON object on stdout.")] = False,
+) -> None:
+    """Every field of a run: parameters, error and traceback, child runs, last log lines."""
+    state: State = ctx.obj
+    run = state.app.show_run(run_id)
+    if as_json:
+        render.print_json(run)
+        return
+    children = run.pop("children")
+    tail = run.pop("log_tail")
+    detail = run.pop("error_detail")
+    pairs: list[tuple[str, Any]] = []
+    for key, value in run.items():
+        if key == "status":
+            value = render.status_text(value)
+        elif key in ("params", "stats"):
+            value = json.dumps(value, indent=1, default=str) if value else "{}"
+        elif key == "duration_ms":
+            value = f"{value} ({render.ms(value)})" if value is not None else None
+        pairs.append((key, value))
+    render.out.print(render.key_values(pairs))
+    if detail:
+        render.out.print(Text("\ntraceback:", style="bold"))
+        render.out.print(Text(detail.rstrip()), soft_wrap=True)
+    if children:
+        render.out.print(render.runs_table(children, title="child runs"))
+    if tail:
+        render.out.print(Text(f"\nlast {len(tail)} log lines:", style="bold"))
+        for line in tail:
+            render.out.print(Text(line), soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(runs_app, name="runs")

@@ -1,0 +1,104 @@
+"""What a job is handed: the run's identity, parameters, counters, logger, database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from jobctl.config import JobConfig, Settings
+from jobctl.db.engine import Database
+
+
+@dataclass
+class Counters:
+    """Records moved by a run; stored in the ``records_*`` columns of the ledger."""
+
+    total: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: int = 0
+    removed: int = 0
+    deleted: int = 0
+
+    def add(self, other: Counters | Mapping[str, int]) -> None:
+        values = other.as_dict() if isinstance(other, Counters) else other
+        for name, value in values.items():
+            key = name.removeprefix("records_")
+            if key not in {f.name for f in fields(self)}:
+                raise ValueError(f"unknown counter {name!r}")
+            setattr(self, key, getattr(self, key) + int(value))
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def as_columns(self) -> dict[str, int]:
+        return {f"records_{k}": v for k, v in self.as_dict().items()}
+
+
+@dataclass
+class RunContext:
+    """Handed to every job function; usable from a test without a terminal."""
+
+    run_id: int
+    job: str
+    params: dict[str, str]
+    settings: Settings
+    config: JobConfig
+    db: Database
+    log: logging.Logger
+    trigger: str = "manual"
+    partition: str | None = None
+    scheduled_for: datetime | None = None
+    attempt: int = 1
+    force: bool = False
+    dry_run: bool = False
+    counters: Counters = field(default_factory=Counters)
+    stats: dict[str, Any] = field(default_factory=dict)
+    #: What the run read (file path or URL); the runner stores it with credentials removed.
+    source: str | None = None
+    _conn: Connection | None = field(default=None, repr=False)
+
+    @property
+    def slot_date(self) -> date | None:
+        """The slot's calendar date in the job's time zone (for date-based jobs)."""
+        if self.scheduled_for is None:
+            return None
+        from zoneinfo import ZoneInfo
+
+        return self.scheduled_for.astimezone(ZoneInfo(self.config.timezone)).date()
+
+    @property
+    def conn(self) -> Connection:
+        """A connection inside a transaction committed when the job returns normally."""
+        if self._conn is None:
+            try:
+                self._conn = self.db.engine.connect()
+            except Exception as exc:  # translated once, in db
+                raise self.db._unreachable(exc) from None
+            self._conn.begin()
+        return self._conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A separate connection and transaction, committed when the block ends."""
+        with self.db.begin() as conn:
+            yield conn
+
+    def _finish(self, ok: bool) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if ok:
+                conn.commit()
+            else:
+                conn.rollback()
+        finally:
+            conn.close()

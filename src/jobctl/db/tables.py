@@ -1,0 +1,65 @@
+"""SQLAlchemy Core definitions of jobctl's own tables (must agree with ``sql/``)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+SCHEMA = "jobctl"
+metadata = MetaData(schema=SCHEMA)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("job", Text, nullable=False),
+    Column("params", JSONB, nullable=False),
+    Column("partition", Text),
+    Column("trigger", Text, nullable=False),
+    Column("parent_id", BigInteger),
+    Column("status", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("duration_ms", BigInteger),
+    Column("attempts", Integer, nullable=False),
+    Column("records_total", BigInteger, nullable=False),
+    Column("records_new", BigInteger, nullable=False),
+    Column("records_updated", BigInteger, nullable=False),
+    Column("records_unchanged", BigInteger, nullable=False),
+    Column("records_errors", BigInteger, nullable=False),
+    Column("records_removed", BigInteger, nullable=False),
+    Column("records_deleted", BigInteger, nullable=False),
+    Column("stats", JSONB, nullable=False),
+    Column("error_message", Text),
+    Column("error_detail", Text),
+    Column("source", Text),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("jobctl_version", Text, nullable=False),
+    Column("scheduled_for", DateTime(timezone=True)),
+    Column("lock_backend_pid", Integer),
+    Column("lock_key", Integer),
+    Column("log_tail", ARRAY(Text), nullable=False),
+)
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("checksum", Text, nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
+
+# Columns of the ledger as the user sees them (``runs list --json`` keys).
+LEDGER_COLUMNS = [c.name for c in runs.columns if c.name not in {"lock_backend_pid", "lock_key", "log_tail"}]

@@ -1,0 +1,454 @@
+"""The one path every job takes.
+
+resolve config → (disabled? record ``skipped``) → take the job's advisory lock
+(or wait for it) → mark dead runs ``abandoned`` → slot checks (already done,
+missed) → insert the ``running`` row → attempts (retry transient errors with
+exponential back-off and jitter, overall timeout, SIGTERM/SIGINT) → record
+counters, status, error, traceback and log tail → release the lock.
+
+A heartbeat thread refreshes ``heartbeat_at`` (and the log tail) while the run
+executes and checks that the lock's connection is still alive; if it is lost,
+the run is stopped, because another host may now take the lock.
+"""
+
+from __future__ import annotations
+
+import _thread
+import logging
+import signal
+import threading
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from jobctl.config import JobConfig, Settings
+from jobctl.context import Counters, RunContext
+from jobctl.db import ledger
+from jobctl.db.engine import Database
+from jobctl.db.locks import JobLock
+from jobctl.durations import format_duration
+from jobctl.errors import (
+    DatabaseError,
+    ExitCode,
+    JobctlError,
+    JobError,
+    JobTimeout,
+    RunCancelled,
+    UsageError,
+)
+from jobctl.logs import TailHandler
+from jobctl.redact import redact_text, redact_url
+from jobctl.registry import JobSpec, resolve
+
+log = logging.getLogger("jobctl.runner")
+
+TRIGGERS = ("manual", "timer", "cron", "schedule", "backfill", "catchup")
+SLOT_TRIGGERS = ("timer", "cron", "schedule")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a job this time (command-line runner options)."""
+
+    params: Mapping[str, str] = field(default_factory=dict)
+    wait: bool = False
+    wait_timeout: timedelta | None = None
+    retries: int | None = None
+    retry_delay: timedelta | None = None
+    timeout: timedelta | None = None
+    trigger: str | None = None
+    force: bool = False
+    dry_run: bool = False
+    partition: str | None = None
+    scheduled_for: datetime | None = None
+    parent_id: int | None = None
+    now: datetime | None = None
+    #: Job-specific inputs that are not stored as params (e.g. sync's ``--file``).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    job: str
+    run_id: int | None
+    status: str
+    exit_code: ExitCode
+    message: str = ""
+    counters: Mapping[str, int] = field(default_factory=dict)
+    stats: Mapping[str, Any] = field(default_factory=dict)
+    scheduled_for: datetime | None = None
+    partition: str | None = None
+
+
+def default_trigger(env: Mapping[str, str]) -> str:
+    """``timer`` under systemd (it sets ``INVOCATION_ID``), else ``manual``."""
+    return "timer" if env.get("INVOCATION_ID") else "manual"
+
+
+class _Interrupt:
+    """Turns signals into exceptions in the main thread, only while it is safe."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.pending: RunCancelled | JobError | None = None
+        self._old: dict[int, Any] = {}
+        self.installed = False
+
+    def _raise(self, exc: RunCancelled | JobError) -> None:
+        if self.armed:
+            self.armed = False
+            raise exc
+        self.pending = self.pending or exc
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGTERM:
+            self._raise(RunCancelled("SIGTERM", ExitCode.SIGTERM))
+        elif signum == signal.SIGINT:
+            self._raise(RunCancelled("SIGINT", ExitCode.SIGINT))
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGUSR2):
+            self._old[sig] = signal.getsignal(sig)
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        self.installed = True
+
+    def restore(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0) if self.installed else None
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old.clear()
+        self.installed = False
+
+    def arm(self) -> None:
+        """From now on a signal raises at once (a pending one raises now)."""
+        self.armed = True
+        if self.pending is not None:
+            exc, self.pending = self.pending, None
+            self.armed = False
+            raise exc
+
+    def disarm(self) -> None:
+        self.armed = False
+
+    def set_timeout(self, timeout: timedelta | None) -> None:
+        if timeout is None or not self.installed:
+            return
+        seconds = max(timeout.total_seconds(), 0.001)
+        message = f"timed out after {format_duration(timeout)}"
+
+        def on_alarm(signum: int, frame: FrameType | None) -> None:
+            self._raise(JobTimeout(message))
+
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    def on_lock_lost(self, message: str) -> None:
+        """Called from the heartbeat thread: stop the main thread's run."""
+        if not self.installed:
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self._raise(JobError(message))
+
+        signal.signal(signal.SIGUSR2, handler)
+        _thread.interrupt_main(signal.SIGUSR2)
+
+
+class Runner:
+    """Runs jobs by name; one instance per invocation (or per test)."""
+
+    def __init__(self, settings: Settings, db: Database, jobs: Mapping[str, JobSpec]) -> None:
+        self.settings = settings
+        self.db = db
+        self.jobs = jobs
+        self.secrets = [*settings.secrets(), *_url_secrets(db.url)]
+
+    # -- the public entry point ------------------------------------------------
+    def run(self, name: str, options: RunOptions | None = None) -> RunOutcome:
+        options = options or RunOptions()
+        spec = resolve(name, self.jobs, self.settings.jobs)
+        cfg = self.settings.job(name)
+        trigger = options.trigger or default_trigger(self.settings.env)
+        if trigger not in TRIGGERS:
+            raise UsageError(f"trigger {trigger!r} is not one of {', '.join(TRIGGERS)}")
+        now = options.now or datetime.now(UTC)
+        params = {**cfg.params, **options.params}
+
+        def skip(reason: str, code: ExitCode, slot: datetime | None = None) -> RunOutcome:
+            with self.db.begin() as conn:
+                run_id = ledger.insert_run(
+                    conn, job=name, status="skipped", trigger=trigger, params=params,
+                    partition=options.partition, parent_id=options.parent_id,
+                    scheduled_for=slot, error_message=reason,
+                )
+            log.info("%s: skipped (run %s): %s", name, run_id, reason,
+                     extra={"action": "run.skipped", "run_id": run_id, "job": name})
+            return RunOutcome(name, run_id, "skipped", code, reason, scheduled_for=slot)
+
+        if not cfg.enabled:
+            return skip(f"job {name!r} is disabled ({_enabled_hint(name)})", ExitCode.OK)
+
+        slot = options.scheduled_for
+        if slot is None and trigger in SLOT_TRIGGERS and cfg.schedule:
+            slot = self._slot_for(cfg, now)
+
+        interrupt = _Interrupt()
+        interrupt.install()
+        lock = JobLock(self.db, name)
+        try:
+            interrupt.arm()
+            try:
+                acquired = lock.acquire(options.wait_timeout if options.wait else None)
+                if options.wait and options.wait_timeout is None and not acquired:
+                    acquired = lock.acquire(timedelta(days=3650))
+            except RunCancelled as exc:
+                interrupt.disarm()
+                outcome = skip(f"interrupted by {exc.signal_name} while waiting for the lock",
+                               exc.exit_code, slot)
+                return RunOutcome(name, outcome.run_id, "cancelled", exc.exit_code, outcome.message)
+            interrupt.disarm()
+            if not acquired:
+                with self.db.begin() as conn:
+                    ledger.sweep_abandoned(conn, name)
+                    holder = ledger.lock_holder(conn, name, lock.key)
+                waited = f" after waiting {format_duration(options.wait_timeout)}" if options.wait else ""
+                return skip(_holder_message(name, holder) + waited, ExitCode.LOCKED, slot)
+            return self._run_locked(spec, cfg, options, trigger, params, slot, now, lock, interrupt)
+        finally:
+            lock.release()
+            interrupt.restore()
+
+    # -- internals -------------------------------------------------------------
+    def _slot_for(self, cfg: JobConfig, now: datetime) -> datetime | None:
+        from jobctl.schedule import parse_schedule
+
+        assert cfg.schedule is not None
+        return parse_schedule(cfg.schedule, cfg.timezone, self.settings.scheduler).slot_for(now)
+
+    def _run_locked(
+        self, spec: JobSpec, cfg: JobConfig, options: RunOptions, trigger: str,
+        params: dict[str, str], slot: datetime | None, now: datetime, lock: JobLock,
+        interrupt: _Interrupt,
+    ) -> RunOutcome:
+        name = spec.name
+        with self.db.begin() as conn:
+            dead = ledger.sweep_abandoned(conn, name)
+            if dead:
+                log.warning("%s: marked run(s) %s abandoned (their process died)", name,
+                            ", ".join(map(str, dead)), extra={"action": "run.abandoned"})
+            reason = None
+            if slot is not None and not options.force:
+                done = ledger.completed_slot_run(conn, name, slot)
+                if done is not None:
+                    reason = f"slot already done (run {done} completed the {_iso(slot)} slot)"
+                elif (cfg.catchup == "none" and cfg.misfire_grace is not None
+                      and now - slot > cfg.misfire_grace):
+                    reason = (f"missed: the {_iso(slot)} slot is {format_duration(now - slot)} "
+                              f"old, over misfire_grace {format_duration(cfg.misfire_grace)}")
+            if reason is None:
+                run_id = ledger.insert_run(
+                    conn, job=name, status="running", trigger=trigger, params=params,
+                    partition=options.partition, parent_id=options.parent_id,
+                    scheduled_for=slot, lock_backend_pid=lock.backend_pid, lock_key=lock.key,
+                )
+            else:
+                run_id = ledger.insert_run(
+                    conn, job=name, status="skipped", trigger=trigger, params=params,
+                    partition=options.partition, parent_id=options.parent_id,
+                    scheduled_for=slot, error_message=reason,
+                )
+        if reason is not None:
+            log.info("%s: skipped (run %s): %s", name, run_id, reason,
+                     extra={"action": "run.skipped", "run_id": run_id})
+            return RunOutcome(name, run_id, "skipped", ExitCode.OK, reason, scheduled_for=slot)
+        return self._execute(spec, cfg, options, trigger, params, slot, run_id, lock, interrupt)
+
+    def _execute(
+        self, spec: JobSpec, cfg: JobConfig, options: RunOptions, trigger: str,
+        params: dict[str, str], slot: datetime | None, run_id: int, lock: JobLock,
+        interrupt: _Interrupt,
+    ) -> RunOutcome:
+        name = spec.name
+        tail = TailHandler(self.settings.log_tail_lines, self.secrets)
+        root = logging.getLogger("jobctl")
+        root.addHandler(tail)
+        job_log = logging.getLogger(f"jobctl.job.{name}")
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(run_id, lock, tail, stop, interrupt),
+            name=f"jobctl-heartbeat-{run_id}", daemon=True,
+        )
+        beat.start()
+        retries = cfg.retries if options.retries is None else options.retries
+        delay = cfg.retry_delay if options.retry_delay is None else options.retry_delay
+        timeout = options.timeout or cfg.timeout
+        state: dict[str, Any] = {"attempts": 0, "ctx": None}
+        status, code, message, detail = "completed", ExitCode.OK, None, None
+        log.info("%s: run %s started (trigger %s%s)", name, run_id, trigger,
+                 f", slot {_iso(slot)}" if slot else "",
+                 extra={"action": "run.started", "run_id": run_id})
+
+        def attempt() -> RunContext:
+            state["attempts"] += 1
+            ctx = RunContext(
+                run_id=run_id, job=name, params=dict(params), settings=self.settings, config=cfg,
+                db=self.db, log=job_log, trigger=trigger, partition=options.partition,
+                scheduled_for=slot, attempt=state["attempts"], force=options.force,
+                dry_run=options.dry_run,
+            )
+            ctx.stats.update(options.extra.get("stats", {}))
+            state["ctx"] = ctx
+            ok = False
+            try:
+                result = spec.fn(ctx, **dict(options.extra.get("kwargs", {})))
+                _apply_result(ctx, result)
+                ok = True
+            finally:
+                ctx._finish(ok)
+            return ctx
+
+        def before_sleep(retry_state: RetryCallState) -> None:
+            exc = retry_state.outcome.exception() if retry_state.outcome else None
+            wait = retry_state.next_action.sleep if retry_state.next_action else 0
+            log.warning("%s: attempt %d failed (%s); retrying in %s", name,
+                        retry_state.attempt_number, self._clean(str(exc)),
+                        format_duration(wait), extra={"action": "run.retry", "run_id": run_id})
+
+        retrying = Retrying(
+            stop=stop_after_attempt(retries + 1),
+            wait=wait_exponential_jitter(
+                initial=delay.total_seconds(), max=max(delay.total_seconds() * 32, 1.0),
+                jitter=delay.total_seconds(),
+            ),
+            retry=retry_if_exception(lambda e: isinstance(e, JobError) and e.transient),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            interrupt.set_timeout(timeout)
+            interrupt.arm()
+            ctx = retrying(attempt)
+            interrupt.disarm()
+        except RunCancelled as exc:
+            interrupt.disarm()
+            status, code, message = "cancelled", exc.exit_code, str(exc)
+        except JobctlError as exc:
+            interrupt.disarm()
+            status, message = "failed", self._clean(str(exc))
+            code = ExitCode.USAGE if isinstance(exc, UsageError) else ExitCode.FAILED
+            detail = self._clean("".join(traceback.format_exception(exc)))
+        except Exception as exc:
+            interrupt.disarm()
+            status, code = "failed", ExitCode.FAILED
+            message = self._clean(f"{type(exc).__name__}: {exc}")
+            detail = self._clean("".join(traceback.format_exception(exc)))
+        finally:
+            if interrupt.installed:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            stop.set()
+        ctx = state["ctx"]
+        counters = ctx.counters if ctx is not None else Counters()
+        stats = dict(ctx.stats) if ctx is not None else {}
+        if status != "completed" and ctx is not None:
+            stats.setdefault("records_before_failure", counters.total)
+        level = logging.INFO if status == "completed" else logging.ERROR
+        log.log(level, "%s: run %s %s%s", name, run_id, status, f": {message}" if message else "",
+                extra={"action": f"run.{status}", "run_id": run_id})
+        beat.join(timeout=5)
+        root.removeHandler(tail)
+        source = redact_url(ctx.source) if ctx is not None and ctx.source else None
+        try:
+            with self.db.begin() as conn:
+                still_ours = ledger.finish_run(
+                    conn, run_id, status=status, attempts=state["attempts"],
+                    counters=counters.as_columns(), stats=stats, error_message=message,
+                    error_detail=detail, log_tail=tail.snapshot(), source=source,
+                    partition=ctx.partition if ctx is not None else None,
+                )
+            if not still_ours:
+                log.error("%s: run %s was marked abandoned by another process while it ran "
+                          "(its lock connection was lost)", name, run_id)
+        except DatabaseError as exc:
+            log.error("%s: could not record the end of run %s: %s", name, run_id, exc)
+        return RunOutcome(
+            name, run_id, status, code, message or "", counters.as_dict(), stats, slot,
+            ctx.partition if ctx is not None else options.partition,
+        )
+
+    def _heartbeat(self, run_id: int, lock: JobLock, tail: TailHandler, stop: threading.Event,
+                   interrupt: _Interrupt) -> None:
+        interval = max(self.settings.heartbeat.total_seconds(), 0.2)
+        while not stop.wait(interval):
+            if not lock.ping():
+                log.error("run %s: lost the job's lock (database connection dropped); stopping",
+                          run_id)
+                interrupt.on_lock_lost(
+                    "lost the job's lock (database connection dropped); stopped so that two "
+                    "copies never run"
+                )
+                return
+            try:
+                with self.db.begin() as conn:
+                    ledger.heartbeat(conn, run_id, tail.snapshot())
+            except JobctlError as exc:
+                log.warning("run %s: heartbeat failed: %s", run_id, exc)
+
+    def _clean(self, text: str) -> str:
+        return redact_text(text, self.secrets)
+
+
+def _apply_result(ctx: RunContext, result: Any) -> None:
+    if result is None:
+        return
+    if isinstance(result, Counters):
+        ctx.counters = result
+    elif isinstance(result, Mapping):
+        ctx.counters.add({k: v for k, v in result.items() if isinstance(v, int)})
+    else:
+        raise JobError(f"job returned {type(result).__name__}; expected None, Counters or a dict")
+
+
+def _url_secrets(url: str) -> list[str]:
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    return [password] if password and len(password) >= 4 else []
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _enabled_hint(name: str) -> str:
+    import re
+
+    return f"jobs.{name}.enabled or JOBCTL_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}_ENABLED"
+
+
+def _holder_message(job: str, holder: ledger.Holder) -> str:
+    if holder.run_id is None:
+        return f"job {job!r} is already running (its lock is held; the holder is just starting)"
+    return (
+        f"job {job!r} is already running: run {holder.run_id} on host {holder.host} "
+        f"(pid {holder.pid}), started {format_duration(holder.age_seconds)} ago"
+    )
+
+
+__all__ = ["RunOptions", "RunOutcome", "Runner", "default_trigger"]

@@ -1,0 +1,487 @@
+"""HTTP(S) side of ``jobctl sync``: download a feed to a file, or fetch one small JSON object.
+
+This is the only module of jobctl that imports httpx; every httpx exception is translated
+here into :class:`~jobctl.errors.SourceError` (``transient`` says whether a later run may
+succeed) or :class:`~jobctl.errors.DocumentError`, with ``raise ... from exc``.
+
+Retry policy (per call, inside one jobctl run — the runner's own ``--retries`` are a
+second, outer layer):
+
+* retried: connection errors, timeouts, a body cut short (``RemoteProtocolError``,
+  Content-Length mismatch), HTTP 5xx and 429;
+* not retried: other 4xx (``SourceError(transient=False)``), 3xx left unfollowed, bad
+  URLs, local file-system errors;
+* wait: exponential backoff with full jitter (``uniform(0, min(max_backoff,
+  backoff * 2**(n-1)))``), except that a ``Retry-After`` header (seconds or HTTP-date)
+  on a 429/503 is honoured, capped at ``max_backoff``;
+* after ``retries`` retries (``retries + 1`` attempts) ``SourceError(transient=True)``
+  naming the last cause.
+
+Credentials: every message and log line carries :func:`~jobctl.redact.redact_url` of
+the URL, and cause texts are passed through :func:`~jobctl.redact.redact_text` with the
+secret values taken from the URL and the request headers. httpx's own ``INFO`` line
+("HTTP Request: GET https://…?token=…") is redacted by a logging filter installed on the
+``httpx`` and ``httpcore`` loggers when this module is imported.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import io
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import orjson
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from jobctl import __version__
+from jobctl.errors import DocumentError, SourceError, UsageError
+from jobctl.redact import is_secret_name, redact_text, redact_url
+
+__all__ = ["FETCH_JSON_MAX_BYTES", "DownloadResult", "download", "fetch_json"]
+
+log = logging.getLogger("jobctl.sources")
+
+T = TypeVar("T")
+
+CHUNK_SIZE = 1 << 20
+FETCH_JSON_MAX_BYTES = 50 * 1024 * 1024
+USER_AGENT = f"jobctl/{__version__} (+https://github.com/jobctl)"
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What :func:`download` did.
+
+    ``path`` is ``dest`` after a 2xx, ``None`` after a 304 (``not_modified``); ``bytes``
+    and ``sha256`` describe the stored (Content-Encoding-decoded) file — 0 and ``""``
+    after a 304. ``etag`` / ``last_modified`` are the response validators to send next
+    time (after a 304: the server's if it repeated them, else the ones sent).
+    """
+
+    path: Path | None
+    not_modified: bool
+    status: int
+    etag: str | None
+    last_modified: str | None
+    bytes: int
+    attempts: int
+    sha256: str
+
+
+# --------------------------------------------------------------------------- redaction
+
+
+class _RedactHttpxFilter(logging.Filter):
+    """Rewrite httpx/httpcore log records so that URLs in them are redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record: let logging report it as usual
+            return True
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg = redacted
+            record.args = None
+        return True
+
+
+def _install_log_filter() -> None:
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactHttpxFilter) for f in logger.filters):
+            logger.addFilter(_RedactHttpxFilter())
+
+
+_install_log_filter()
+
+
+def _secrets_of(url: str, headers: Mapping[str, str] | None) -> list[str]:
+    """Secret values present in the URL (password, secret query values) and headers."""
+    found: list[str] = []
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            found += [parts.password, unquote(parts.password)]
+        for chunk in (parts.query, parts.fragment):
+            for pair in chunk.split("&"):
+                name, eq, value = pair.partition("=")
+                if eq and value and is_secret_name(name):
+                    found += [value, unquote(value)]
+    except ValueError:
+        pass
+    for name, value in (headers or {}).items():
+        lname = name.lower()
+        if lname in ("authorization", "proxy-authorization", "cookie") or is_secret_name(lname):
+            found.append(value)
+            found += value.split()  # "Bearer abc" → "abc"
+    return [s for s in found if len(s) >= 4]
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way a retry may fix. ``reason`` is already redacted."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+# --------------------------------------------------------------------------- retry policy
+
+
+def _parse_retry_after(value: str | None, now: Callable[[], datetime]) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now()).total_seconds())
+
+
+class _Wait:
+    """tenacity wait strategy: Retry-After when the server sent one, else full jitter.
+
+    tenacity's ``wait_random_exponential`` *is* the "full jitter" algorithm
+    (uniform(0, min(cap, base * 2**n))) and its ``stop_after_attempt`` / ``Retrying``
+    loop are well tested; using them avoids a hand-rolled off-by-one in the attempt
+    arithmetic. What tenacity does not know about is HTTP: this wrapper lets a
+    ``Retry-After`` from the server take precedence (capped at ``max_backoff``).
+    """
+
+    def __init__(self, backoff: float, max_backoff: float) -> None:
+        self._jitter = wait_random_exponential(multiplier=backoff, max=max_backoff)
+        self._max = max_backoff
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return min(exc.retry_after, self._max)
+        return float(self._jitter(retry_state))
+
+
+def _run_with_retries(
+    attempt_once: Callable[[int], T],
+    *,
+    shown_url: str,
+    retries: int,
+    backoff: float,
+    max_backoff: float,
+    sleep: Callable[[float], None],
+) -> tuple[T, int]:
+    """Call ``attempt_once(n)`` until it succeeds, a non-retryable error, or retries run out."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        outcome = state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        wait = state.upcoming_sleep
+        log.warning(
+            "GET %s failed (%s), attempt %d of %d; retrying in %.1fs",
+            shown_url,
+            exc.reason if isinstance(exc, _Retryable) else type(exc).__name__,
+            state.attempt_number,
+            retries + 1,
+            wait,
+        )
+
+    retrying = Retrying(
+        stop=stop_after_attempt(retries + 1),
+        wait=_Wait(backoff, max_backoff),
+        retry=retry_if_exception_type(_Retryable),
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    attempts = 0
+    try:
+        for attempt in retrying:
+            with attempt:
+                attempts = attempt.retry_state.attempt_number
+                result = attempt_once(attempts)
+        return result, attempts
+    except _Retryable as exc:
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        raise SourceError(
+            f"GET {shown_url} failed after {tries}: {exc.reason}", transient=True
+        ) from exc
+
+
+# --------------------------------------------------------------------------- one request
+
+
+def _check_params(retries: int, backoff: float, max_backoff: float, timeout: float) -> None:
+    if retries < 0:
+        raise UsageError(f"retries must be >= 0, not {retries}")
+    if backoff < 0 or max_backoff < 0:
+        raise UsageError("backoff and max_backoff must be >= 0")
+    if timeout <= 0:
+        raise UsageError(f"timeout must be > 0, not {timeout}")
+
+
+def _status_error(resp: httpx.Response, shown_url: str) -> Exception | None:
+    """None for 2xx/304; a _Retryable for 5xx/429; a SourceError for everything else."""
+    status = resp.status_code
+    if 200 <= status < 300 or status == 304:
+        return None
+    text = f"HTTP {status} {resp.reason_phrase or ''}".rstrip()
+    if status == 429 or status >= 500:
+        retry_after = _parse_retry_after(resp.headers.get("Retry-After"), lambda: datetime.now(UTC))
+        return _Retryable(text, retry_after=retry_after)
+    if 300 <= status < 400:
+        where = redact_url(resp.headers.get("Location", "?"))
+        return SourceError(
+            f"{text} from {shown_url}: redirect to {where} not followed", transient=False
+        )
+    return SourceError(f"{text} from {shown_url}", transient=False)
+
+
+def _stream_request(
+    client: httpx.Client,
+    url: str,
+    headers: Mapping[str, str],
+    timeout: httpx.Timeout,
+    shown_url: str,
+    secrets: Iterable[str],
+    consume: Callable[[httpx.Response], T],
+) -> T:
+    """One GET; ``consume`` reads the (2xx/304) response. Translates httpx errors."""
+    secrets = list(secrets)
+    try:
+        with client.stream("GET", url, headers=headers, timeout=timeout) as resp:
+            problem = _status_error(resp, shown_url)
+            if problem is not None:
+                raise problem
+            result = consume(resp)
+            _check_complete(resp)
+            return result
+    except httpx.TimeoutException as exc:
+        raise _Retryable(f"timed out ({type(exc).__name__})") from exc
+    except httpx.UnsupportedProtocol as exc:
+        raise SourceError(
+            f"cannot GET {shown_url}: {redact_text(str(exc), secrets)}", transient=False
+        ) from exc
+    except httpx.RemoteProtocolError as exc:
+        # the usual shape of a body cut short: "peer closed connection without sending
+        # complete message body (received N bytes, expected M)"
+        raise _Retryable(
+            f"incomplete response ({redact_text(str(exc), secrets) or 'protocol error'})"
+        ) from exc
+    except (httpx.TransportError, httpx.DecodingError) as exc:
+        cause = redact_text(str(exc), secrets) or type(exc).__name__
+        raise _Retryable(f"{type(exc).__name__}: {cause}") from exc
+    except httpx.TooManyRedirects as exc:
+        raise SourceError(f"too many redirects from {shown_url}", transient=False) from exc
+    except httpx.HTTPError as exc:
+        cause = redact_text(str(exc), secrets) or type(exc).__name__
+        raise SourceError(f"GET {shown_url} failed: {cause}", transient=False) from exc
+    except httpx.InvalidURL as exc:
+        raise SourceError(f"invalid URL {shown_url}", transient=False) from exc
+
+
+def _check_complete(resp: httpx.Response) -> None:
+    """Raise _Retryable when fewer bytes arrived than Content-Length announced."""
+    declared = resp.headers.get("Content-Length")
+    if declared is None or not declared.strip().isdigit():
+        return
+    expected = int(declared)
+    got = resp.num_bytes_downloaded  # raw (still encoded) bytes, comparable to the header
+    if got != expected:
+        raise _Retryable(f"incomplete body: received {got} of {expected} bytes")
+
+
+def _timeout(timeout: float, connect_timeout: float) -> httpx.Timeout:
+    return httpx.Timeout(timeout, connect=connect_timeout)
+
+
+def _make_client(timeout: float, connect_timeout: float) -> httpx.Client:
+    return httpx.Client(
+        follow_redirects=True,
+        timeout=_timeout(timeout, connect_timeout),
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def download(
+    url: str,
+    dest: Path,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    connect_timeout: float = 10.0,
+    retries: int = 3,
+    backoff: float = 1.0,
+    max_backoff: float = 60.0,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    client: httpx.Client | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DownloadResult:
+    """GET ``url`` and stream the body to ``dest`` (via ``dest.part``, then an atomic rename).
+
+    ``timeout`` is httpx's read/write/pool timeout (the longest silence tolerated, not
+    a total deadline — the runner's ``--timeout`` bounds the whole run);
+    ``connect_timeout`` bounds connecting. They apply to every request, also on a
+    caller-supplied ``client``. A ``Content-Encoding: gzip`` body is decoded by httpx;
+    a gzip *file* (``feed.json.gz``) is stored as is and decompressed by
+    :func:`jobctl.sources.parse.open_source`.
+
+    With ``etag`` / ``last_modified`` the request is conditional (If-None-Match /
+    If-Modified-Since); a 304 returns ``not_modified=True, path=None`` and leaves
+    ``dest`` untouched. Raises :class:`SourceError` (see the module docstring).
+    """
+    _check_params(retries, backoff, max_backoff, timeout)
+    dest = Path(dest)
+    shown = redact_url(url)
+    secrets = _secrets_of(url, headers)
+    req_headers: dict[str, str] = {"Accept-Encoding": "gzip, deflate"}
+    req_headers.update(headers or {})
+    if etag:
+        req_headers["If-None-Match"] = etag
+    if last_modified:
+        req_headers["If-Modified-Since"] = last_modified
+    part = dest.with_name(dest.name + ".part")
+    tmo = _timeout(timeout, connect_timeout)
+
+    def consume(resp: httpx.Response) -> tuple[int, str | None, str | None, int, str]:
+        new_etag = resp.headers.get("ETag")
+        new_lm = resp.headers.get("Last-Modified")
+        if resp.status_code == 304:
+            return 304, new_etag or etag, new_lm or last_modified, 0, ""
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(part, "wb", buffering=0) as out:
+                for chunk in resp.iter_bytes(CHUNK_SIZE):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+        except OSError as exc:
+            raise SourceError(
+                f"cannot write {part} while downloading {shown}: {exc.strerror or exc}",
+                transient=False,
+            ) from exc
+        return resp.status_code, new_etag, new_lm, size, digest.hexdigest()
+
+    def attempt_once(n: int) -> tuple[int, str | None, str | None, int, str]:
+        log.debug("GET %s -> %s (attempt %d)", shown, dest, n)
+        try:
+            got = _stream_request(active, url, req_headers, tmo, shown, secrets, consume)
+            if got[0] != 304:
+                os.replace(part, dest)
+            return got
+        finally:
+            part.unlink(missing_ok=True)
+
+    active = client if client is not None else _make_client(timeout, connect_timeout)
+    try:
+        (status, new_etag, new_lm, size, sha), attempts = _run_with_retries(
+            attempt_once,
+            shown_url=shown,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            sleep=sleep,
+        )
+    finally:
+        if client is None:
+            active.close()
+    if status == 304:
+        log.info("GET %s: 304 not modified (attempts=%d)", shown, attempts)
+        return DownloadResult(None, True, 304, new_etag, new_lm, 0, attempts, "")
+    log.info("GET %s: HTTP %d, %d bytes (attempts=%d)", shown, status, size, attempts)
+    return DownloadResult(dest, False, status, new_etag, new_lm, size, attempts, sha)
+
+
+def fetch_json(
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    connect_timeout: float = 10.0,
+    retries: int = 3,
+    backoff: float = 1.0,
+    max_backoff: float = 60.0,
+    max_bytes: int = FETCH_JSON_MAX_BYTES,
+    client: httpx.Client | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """GET a single JSON document (an analytics API's answer) with :func:`download`'s retries.
+
+    The body is read into memory up to ``max_bytes`` (default 50 MB; beyond that
+    ``SourceError(transient=False)`` — use :func:`download` and a streamed format).
+    A body that is not JSON raises :class:`DocumentError`.
+    """
+    _check_params(retries, backoff, max_backoff, timeout)
+    shown = redact_url(url)
+    secrets = _secrets_of(url, headers)
+    req_headers: dict[str, str] = {"Accept": "application/json"}
+    req_headers.update(headers or {})
+    tmo = _timeout(timeout, connect_timeout)
+
+    def consume(resp: httpx.Response) -> bytes:
+        if resp.status_code == 304:  # we sent no validators; a broken proxy
+            raise SourceError(f"unexpected 304 from {shown}", transient=False)
+        buf = io.BytesIO()
+        for chunk in resp.iter_bytes(CHUNK_SIZE):
+            buf.write(chunk)
+            if buf.tell() > max_bytes:
+                raise SourceError(
+                    f"response from {shown} exceeds {max_bytes} bytes; "
+                    "download it to a file and parse it as a stream instead",
+                    transient=False,
+                )
+        return buf.getvalue()
+
+    def attempt_once(n: int) -> bytes:
+        log.debug("GET %s (attempt %d)", shown, n)
+        return _stream_request(active, url, req_headers, tmo, shown, secrets, consume)
+
+    active = client if client is not None else _make_client(timeout, connect_timeout)
+    try:
+        body, attempts = _run_with_retries(
+            attempt_once,
+            shown_url=shown,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            sleep=sleep,
+        )
+    finally:
+        if client is None:
+            active.close()
+    log.info("GET %s: %d bytes of JSON (attempts=%d)", shown, len(body), attempts)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        reason = redact_text(exc.msg, secrets)
+        raise DocumentError(
+            f"response from {shown} is not valid JSON near byte {exc.pos}: {reason}"
+        ) from exc
