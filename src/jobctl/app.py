@@ -16,7 +16,7 @@ from jobctl.db import ledger
 from jobctl.db.engine import Database, open_database
 from jobctl.errors import UsageError
 from jobctl.registry import JobSpec, all_jobs
-from jobctl.runner import RunOptions, RunOutcome, Runner
+from jobctl.runner import Runner, RunOptions, RunOutcome
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,9 @@ class App:
         return self.runner().run(name, options)
 
     # -- audit -------------------------------------------------------------
-    def list_runs(self, *, job: str | None, status: str | None, since: timedelta | None,
-                  limit: int) -> list[dict[str, Any]]:
+    def list_runs(
+        self, *, job: str | None, status: str | None, since: timedelta | None, limit: int
+    ) -> list[dict[str, Any]]:
         if status and status not in STATUSES:
             raise UsageError(f"status {status!r} is not one of {', '.join(STATUSES)}")
         if limit < 0:
@@ -102,15 +103,26 @@ class App:
                 sched = parse_schedule(cfg.schedule, cfg.timezone, self.settings.scheduler)
                 words, nxt = sched.describe(), sched.next_fire_times(now, 3)
             info = last.get(name, {})
-            infos.append(JobInfo(
-                name=name,
-                description=(cfg.description or (spec.description if spec else "")
-                             or ("" if spec else "(no code registers this job)")),
-                builtin=bool(spec and spec.builtin), enabled=cfg.enabled, schedule=cfg.schedule,
-                schedule_words=words, timezone=cfg.timezone, next_fire_times=nxt,
-                last_status=info.get("status"), last_run_id=info.get("id"),
-                last_success=info.get("last_success"), running=running.get(name),
-            ))
+            infos.append(
+                JobInfo(
+                    name=name,
+                    description=(
+                        cfg.description
+                        or (spec.description if spec else "")
+                        or ("" if spec else "(no code registers this job)")
+                    ),
+                    builtin=bool(spec and spec.builtin),
+                    enabled=cfg.enabled,
+                    schedule=cfg.schedule,
+                    schedule_words=words,
+                    timezone=cfg.timezone,
+                    next_fire_times=nxt,
+                    last_status=info.get("status"),
+                    last_run_id=info.get("id"),
+                    last_success=info.get("last_success"),
+                    running=running.get(name),
+                )
+            )
         return infos
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
@@ -121,7 +121,9 @@ def _default_data_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "jobctl"
 
 
-def _resolve_refs(value: Any, env: Mapping[str, str], key: str, origin: str, secrets: list[str]) -> Any:
+def _resolve_refs(
+    value: Any, env: Mapping[str, str], key: str, origin: str, secrets: list[str]
+) -> Any:
     if isinstance(value, str):
 
         def sub(match: re.Match[str]) -> str:
@@ -149,7 +151,9 @@ def check_timezone(name: str, *, key: str, origin: str | None) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"time zone {name!r} is not a known IANA zone", key=key, origin=origin) from None
+        raise ConfigError(
+            f"time zone {name!r} is not a known IANA zone", key=key, origin=origin
+        ) from None
     return name
 
 
@@ -189,8 +193,14 @@ def _str(value: Any, key: str, origin: str | None) -> str:
 
 
 def _job_from(
-    name: str, table: Mapping[str, Any], settings: Settings | None, *, origin: str | None,
-    default_tz: str | None = None, env: Mapping[str, str] | None = None, flavour: str = "systemd",
+    name: str,
+    table: Mapping[str, Any],
+    settings: Settings | None,
+    *,
+    origin: str | None,
+    default_tz: str | None = None,
+    env: Mapping[str, str] | None = None,
+    flavour: str = "systemd",
 ) -> JobConfig:
     env = env if env is not None else (settings.env if settings else {})
     default_tz = default_tz or (settings.timezone if settings else "UTC")
@@ -200,7 +210,8 @@ def _job_from(
     for k, v in table.items():
         if k not in _JOB_KEYS:
             raise ConfigError(
-                f"unknown key (known: {', '.join(sorted(_JOB_KEYS))})", key=f"jobs.{name}.{k}",
+                f"unknown key (known: {', '.join(sorted(_JOB_KEYS))})",
+                key=f"jobs.{name}.{k}",
                 origin=origin,
             )
         values[k] = (v, origin)
@@ -241,9 +252,7 @@ def _job_from(
     if (g := get("catchup")) is not None:
         catchup = _str(*g)
         if catchup not in ("latest", "all", "none"):
-            raise ConfigError(
-                f"{catchup!r} is not one of latest, all, none", key=g[1], origin=g[2]
-            )
+            raise ConfigError(f"{catchup!r} is not one of latest, all, none", key=g[1], origin=g[2])
         kwargs["catchup"] = catchup
     if (g := get("catchup_window")) is not None:
         kwargs["catchup_window"] = _duration(*g)
@@ -302,7 +311,9 @@ def load_settings(
     base_dir = path.resolve().parent if path.is_file() else Path.cwd()
     for k in raw:
         if k not in _TOP_KEYS:
-            raise ConfigError(f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})", key=k, origin=origin)
+            raise ConfigError(
+                f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})", key=k, origin=origin
+            )
     secrets: list[str] = []
     raw = {k: _resolve_refs(v, env, k, origin, secrets) for k, v in raw.items()}
 
@@ -314,7 +325,9 @@ def load_settings(
 
     scheduler = env.get("JOBCTL_SCHEDULER") or raw.get("scheduler", "systemd")
     if scheduler not in ("systemd", "cron", "k8s"):
-        raise ConfigError(f"{scheduler!r} is not one of systemd, cron, k8s", key="scheduler", origin=origin)
+        raise ConfigError(
+            f"{scheduler!r} is not one of systemd, cron, k8s", key="scheduler", origin=origin
+        )
 
     url = database_url or env.get("DATABASE_URL") or raw.get("database_url") or None
     if url is not None:
@@ -322,7 +335,7 @@ def load_settings(
 
     data_dir = _default_data_dir(env)
     if not env.get("JOBCTL_DATA_DIR") and "data_dir" in raw:
-        data_dir = (base_dir / Path(_str(raw["data_dir"], "data_dir", origin)).expanduser())
+        data_dir = base_dir / Path(_str(raw["data_dir"], "data_dir", origin)).expanduser()
 
     jobs_module = env.get("JOBCTL_JOBS_MODULE") or raw.get("jobs_module")
     if jobs_module is not None:
@@ -360,7 +373,7 @@ def load_settings(
         data_dir=data_dir,
         jobs_module=jobs_module,
         jobs_path=jobs_path,
-        scheduler=scheduler,
+        scheduler=cast(Flavour, scheduler),
         jobs=jobs,
         sections=sections,
         env=env,

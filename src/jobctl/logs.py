@@ -59,9 +59,11 @@ def setup_logging(verbosity: int, fmt: str, secrets: Iterable[str] = ()) -> None
     handler._jobctl = True  # type: ignore[attr-defined]
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(SecretFilter(secrets))
-    root.addHandler(handler)
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
-    root.setLevel(level)
+    handler.setLevel(level)
+    root.addHandler(handler)
+    # The logger itself passes INFO on: the run's log tail keeps it even under -q.
+    root.setLevel(min(level, logging.INFO))
     root.propagate = False
 
 

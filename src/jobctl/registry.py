@@ -108,7 +108,9 @@ def all_jobs(module: str | None, base: Path) -> dict[str, JobSpec]:
     jobs = builtin_jobs()
     for name, spec in load_user_jobs(module, base).items():
         if name in jobs:
-            raise ConfigError(f"user job {name!r} has the name of a built-in job", key="jobs_module")
+            raise ConfigError(
+                f"user job {name!r} has the name of a built-in job", key="jobs_module"
+            )
         jobs[name] = spec
     return jobs
 

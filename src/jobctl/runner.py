@@ -191,12 +191,23 @@ class Runner:
         def skip(reason: str, code: ExitCode, slot: datetime | None = None) -> RunOutcome:
             with self.db.begin() as conn:
                 run_id = ledger.insert_run(
-                    conn, job=name, status="skipped", trigger=trigger, params=params,
-                    partition=options.partition, parent_id=options.parent_id,
-                    scheduled_for=slot, error_message=reason,
+                    conn,
+                    job=name,
+                    status="skipped",
+                    trigger=trigger,
+                    params=params,
+                    partition=options.partition,
+                    parent_id=options.parent_id,
+                    scheduled_for=slot,
+                    error_message=reason,
                 )
-            log.info("%s: skipped (run %s): %s", name, run_id, reason,
-                     extra={"action": "run.skipped", "run_id": run_id, "job": name})
+            log.info(
+                "%s: skipped (run %s): %s",
+                name,
+                run_id,
+                reason,
+                extra={"action": "run.skipped", "run_id": run_id, "job": name},
+            )
             return RunOutcome(name, run_id, "skipped", code, reason, scheduled_for=slot)
 
         if not cfg.enabled:
@@ -217,15 +228,22 @@ class Runner:
                     acquired = lock.acquire(timedelta(days=3650))
             except RunCancelled as exc:
                 interrupt.disarm()
-                outcome = skip(f"interrupted by {exc.signal_name} while waiting for the lock",
-                               exc.exit_code, slot)
+                outcome = skip(
+                    f"interrupted by {exc.signal_name} while waiting for the lock",
+                    exc.exit_code,
+                    slot,
+                )
                 return RunOutcome(name, outcome.run_id, "cancelled", exc.exit_code, outcome.message)
             interrupt.disarm()
             if not acquired:
                 with self.db.begin() as conn:
                     ledger.sweep_abandoned(conn, name)
                     holder = ledger.lock_holder(conn, name, lock.key)
-                waited = f" after waiting {format_duration(options.wait_timeout)}" if options.wait else ""
+                waited = (
+                    f" after waiting {format_duration(options.wait_timeout)}"
+                    if options.wait
+                    else ""
+                )
                 return skip(_holder_message(name, holder) + waited, ExitCode.LOCKED, slot)
             return self._run_locked(spec, cfg, options, trigger, params, slot, now, lock, interrupt)
         finally:
@@ -240,57 +258,103 @@ class Runner:
         return parse_schedule(cfg.schedule, cfg.timezone, self.settings.scheduler).slot_for(now)
 
     def _run_locked(
-        self, spec: JobSpec, cfg: JobConfig, options: RunOptions, trigger: str,
-        params: dict[str, str], slot: datetime | None, now: datetime, lock: JobLock,
+        self,
+        spec: JobSpec,
+        cfg: JobConfig,
+        options: RunOptions,
+        trigger: str,
+        params: dict[str, str],
+        slot: datetime | None,
+        now: datetime,
+        lock: JobLock,
         interrupt: _Interrupt,
     ) -> RunOutcome:
         name = spec.name
         with self.db.begin() as conn:
             dead = ledger.sweep_abandoned(conn, name)
             if dead:
-                log.warning("%s: marked run(s) %s abandoned (their process died)", name,
-                            ", ".join(map(str, dead)), extra={"action": "run.abandoned"})
+                log.warning(
+                    "%s: marked run(s) %s abandoned (their process died)",
+                    name,
+                    ", ".join(map(str, dead)),
+                    extra={"action": "run.abandoned"},
+                )
             reason = None
             if slot is not None and not options.force:
                 done = ledger.completed_slot_run(conn, name, slot)
                 if done is not None:
                     reason = f"slot already done (run {done} completed the {_iso(slot)} slot)"
-                elif (cfg.catchup == "none" and cfg.misfire_grace is not None
-                      and now - slot > cfg.misfire_grace):
-                    reason = (f"missed: the {_iso(slot)} slot is {format_duration(now - slot)} "
-                              f"old, over misfire_grace {format_duration(cfg.misfire_grace)}")
+                elif (
+                    cfg.catchup == "none"
+                    and cfg.misfire_grace is not None
+                    and now - slot > cfg.misfire_grace
+                ):
+                    reason = (
+                        f"missed: the {_iso(slot)} slot is {format_duration(now - slot)} "
+                        f"old, over misfire_grace {format_duration(cfg.misfire_grace)}"
+                    )
             if reason is None:
                 run_id = ledger.insert_run(
-                    conn, job=name, status="running", trigger=trigger, params=params,
-                    partition=options.partition, parent_id=options.parent_id,
-                    scheduled_for=slot, lock_backend_pid=lock.backend_pid, lock_key=lock.key,
+                    conn,
+                    job=name,
+                    status="running",
+                    trigger=trigger,
+                    params=params,
+                    partition=options.partition,
+                    parent_id=options.parent_id,
+                    scheduled_for=slot,
+                    lock_backend_pid=lock.backend_pid,
+                    lock_key=lock.key,
                 )
             else:
                 run_id = ledger.insert_run(
-                    conn, job=name, status="skipped", trigger=trigger, params=params,
-                    partition=options.partition, parent_id=options.parent_id,
-                    scheduled_for=slot, error_message=reason,
+                    conn,
+                    job=name,
+                    status="skipped",
+                    trigger=trigger,
+                    params=params,
+                    partition=options.partition,
+                    parent_id=options.parent_id,
+                    scheduled_for=slot,
+                    error_message=reason,
                 )
         if reason is not None:
-            log.info("%s: skipped (run %s): %s", name, run_id, reason,
-                     extra={"action": "run.skipped", "run_id": run_id})
+            log.info(
+                "%s: skipped (run %s): %s",
+                name,
+                run_id,
+                reason,
+                extra={"action": "run.skipped", "run_id": run_id},
+            )
             return RunOutcome(name, run_id, "skipped", ExitCode.OK, reason, scheduled_for=slot)
         return self._execute(spec, cfg, options, trigger, params, slot, run_id, lock, interrupt)
 
     def _execute(
-        self, spec: JobSpec, cfg: JobConfig, options: RunOptions, trigger: str,
-        params: dict[str, str], slot: datetime | None, run_id: int, lock: JobLock,
+        self,
+        spec: JobSpec,
+        cfg: JobConfig,
+        options: RunOptions,
+        trigger: str,
+        params: dict[str, str],
+        slot: datetime | None,
+        run_id: int,
+        lock: JobLock,
         interrupt: _Interrupt,
     ) -> RunOutcome:
         name = spec.name
         tail = TailHandler(self.settings.log_tail_lines, self.secrets)
         root = logging.getLogger("jobctl")
         root.addHandler(tail)
+        saved_level = root.level
+        if root.getEffectiveLevel() > logging.INFO:
+            root.setLevel(logging.INFO)
         job_log = logging.getLogger(f"jobctl.job.{name}")
         stop = threading.Event()
         beat = threading.Thread(
-            target=self._heartbeat, args=(run_id, lock, tail, stop, interrupt),
-            name=f"jobctl-heartbeat-{run_id}", daemon=True,
+            target=self._heartbeat,
+            args=(run_id, lock, tail, stop, interrupt),
+            name=f"jobctl-heartbeat-{run_id}",
+            daemon=True,
         )
         beat.start()
         retries = cfg.retries if options.retries is None else options.retries
@@ -298,16 +362,30 @@ class Runner:
         timeout = options.timeout or cfg.timeout
         state: dict[str, Any] = {"attempts": 0, "ctx": None}
         status, code, message, detail = "completed", ExitCode.OK, None, None
-        log.info("%s: run %s started (trigger %s%s)", name, run_id, trigger,
-                 f", slot {_iso(slot)}" if slot else "",
-                 extra={"action": "run.started", "run_id": run_id})
+        log.info(
+            "%s: run %s started (trigger %s%s)",
+            name,
+            run_id,
+            trigger,
+            f", slot {_iso(slot)}" if slot else "",
+            extra={"action": "run.started", "run_id": run_id},
+        )
 
         def attempt() -> RunContext:
             state["attempts"] += 1
             ctx = RunContext(
-                run_id=run_id, job=name, params=dict(params), settings=self.settings, config=cfg,
-                db=self.db, log=job_log, trigger=trigger, partition=options.partition,
-                scheduled_for=slot, attempt=state["attempts"], force=options.force,
+                run_id=run_id,
+                job=name,
+                params=dict(params),
+                settings=self.settings,
+                config=cfg,
+                db=self.db,
+                log=job_log,
+                trigger=trigger,
+                partition=options.partition,
+                scheduled_for=slot,
+                attempt=state["attempts"],
+                force=options.force,
                 dry_run=options.dry_run,
             )
             ctx.stats.update(options.extra.get("stats", {}))
@@ -324,14 +402,20 @@ class Runner:
         def before_sleep(retry_state: RetryCallState) -> None:
             exc = retry_state.outcome.exception() if retry_state.outcome else None
             wait = retry_state.next_action.sleep if retry_state.next_action else 0
-            log.warning("%s: attempt %d failed (%s); retrying in %s", name,
-                        retry_state.attempt_number, self._clean(str(exc)),
-                        format_duration(wait), extra={"action": "run.retry", "run_id": run_id})
+            log.warning(
+                "%s: attempt %d failed (%s); retrying in %s",
+                name,
+                retry_state.attempt_number,
+                self._clean(str(exc)),
+                format_duration(wait),
+                extra={"action": "run.retry", "run_id": run_id},
+            )
 
         retrying = Retrying(
             stop=stop_after_attempt(retries + 1),
             wait=wait_exponential_jitter(
-                initial=delay.total_seconds(), max=max(delay.total_seconds() * 32, 1.0),
+                multiplier=delay.total_seconds(),
+                max=max(delay.total_seconds() * 32, 1.0),
                 jitter=delay.total_seconds(),
             ),
             retry=retry_if_exception(lambda e: isinstance(e, JobError) and e.transient),
@@ -366,36 +450,69 @@ class Runner:
         if status != "completed" and ctx is not None:
             stats.setdefault("records_before_failure", counters.total)
         level = logging.INFO if status == "completed" else logging.ERROR
-        log.log(level, "%s: run %s %s%s", name, run_id, status, f": {message}" if message else "",
-                extra={"action": f"run.{status}", "run_id": run_id})
+        log.log(
+            level,
+            "%s: run %s %s%s",
+            name,
+            run_id,
+            status,
+            f": {message}" if message else "",
+            extra={"action": f"run.{status}", "run_id": run_id},
+        )
         beat.join(timeout=5)
         root.removeHandler(tail)
+        root.setLevel(saved_level)
         source = redact_url(ctx.source) if ctx is not None and ctx.source else None
         try:
             with self.db.begin() as conn:
                 still_ours = ledger.finish_run(
-                    conn, run_id, status=status, attempts=state["attempts"],
-                    counters=counters.as_columns(), stats=stats, error_message=message,
-                    error_detail=detail, log_tail=tail.snapshot(), source=source,
+                    conn,
+                    run_id,
+                    status=status,
+                    attempts=state["attempts"],
+                    counters=counters.as_columns(),
+                    stats=stats,
+                    error_message=message,
+                    error_detail=detail,
+                    log_tail=tail.snapshot(),
+                    source=source,
                     partition=ctx.partition if ctx is not None else None,
                 )
             if not still_ours:
-                log.error("%s: run %s was marked abandoned by another process while it ran "
-                          "(its lock connection was lost)", name, run_id)
+                log.error(
+                    "%s: run %s was marked abandoned by another process while it ran "
+                    "(its lock connection was lost)",
+                    name,
+                    run_id,
+                )
         except DatabaseError as exc:
             log.error("%s: could not record the end of run %s: %s", name, run_id, exc)
         return RunOutcome(
-            name, run_id, status, code, message or "", counters.as_dict(), stats, slot,
+            name,
+            run_id,
+            status,
+            code,
+            message or "",
+            counters.as_dict(),
+            stats,
+            slot,
             ctx.partition if ctx is not None else options.partition,
         )
 
-    def _heartbeat(self, run_id: int, lock: JobLock, tail: TailHandler, stop: threading.Event,
-                   interrupt: _Interrupt) -> None:
+    def _heartbeat(
+        self,
+        run_id: int,
+        lock: JobLock,
+        tail: TailHandler,
+        stop: threading.Event,
+        interrupt: _Interrupt,
+    ) -> None:
         interval = max(self.settings.heartbeat.total_seconds(), 0.2)
         while not stop.wait(interval):
             if not lock.ping():
-                log.error("run %s: lost the job's lock (database connection dropped); stopping",
-                          run_id)
+                log.error(
+                    "run %s: lost the job's lock (database connection dropped); stopping", run_id
+                )
                 interrupt.on_lock_lost(
                     "lost the job's lock (database connection dropped); stopped so that two "
                     "copies never run"

@@ -38,15 +38,21 @@ def global_options(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        typer.Option("--config", envvar="JOBCTL_CONFIG", help="Config file [default: ./jobctl.toml]."),
+        typer.Option(
+            "--config", envvar="JOBCTL_CONFIG", help="Config file [default: ./jobctl.toml]."
+        ),
     ] = None,
     env_file: Annotated[
         Path | None, typer.Option("--env-file", help="Dotenv file [default: ./.env if present].")
     ] = None,
     database_url: Annotated[
         str | None,
-        typer.Option("--database-url", envvar="DATABASE_URL", show_envvar=True,
-                     help="PostgreSQL URL; without one jobctl uses its embedded server."),
+        typer.Option(
+            "--database-url",
+            envvar="DATABASE_URL",
+            show_envvar=True,
+            help="PostgreSQL URL; without one jobctl uses its embedded server.",
+        ),
     ] = None,
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging.")] = 0,
     quiet: Annotated[int, typer.Option("-q", "--quiet", count=True, help="Less logging.")] = 0,
@@ -58,7 +64,9 @@ def global_options(
     ] = False,
 ) -> None:
     if log_format not in ("text", "json"):
-        raise typer.BadParameter(f"{log_format!r} is not one of text, json", param_hint="--log-format")
+        raise typer.BadParameter(
+            f"{log_format!r} is not one of text, json", param_hint="--log-format"
+        )
     ctx.obj = State(config, env_file, database_url, verbose - quiet, log_format)
 
 
@@ -95,8 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         # Typer vendors click; its usage errors carry format_message() and exit_code.
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
-            _error(f"internal error: {type(exc).__name__}: {exc} (run with -v for details)",
-                   state)
+            _error(f"internal error: {type(exc).__name__}: {exc} (run with -v for details)", state)
             if state is not None and state.verbosity > 0:
                 raise
             code = ExitCode.FAILED

@@ -45,8 +45,12 @@ def db_status(
     for col in ("version", "name", "applied", "checksum"):
         table.add_column(col)
     for s in states:
-        table.add_row(f"{s.version:04d}", s.name, render.when(s.applied_at) if s.applied_at else
-                      "pending", "ok" if s.checksum_ok else "EDITED since applied")
+        table.add_row(
+            f"{s.version:04d}",
+            s.name,
+            render.when(s.applied_at) if s.applied_at else "pending",
+            "ok" if s.checksum_ok else "EDITED since applied",
+        )
     render.out.print(table)
     pending = sum(1 for s in states if s.applied_at is None)
     if pending:

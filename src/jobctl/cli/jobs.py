@@ -25,8 +25,12 @@ def report_outcome(outcome: RunOutcome) -> None:
     run = f"run {outcome.run_id}" if outcome.run_id else "no run"
     message = f": {outcome.message}" if outcome.message else ""
     style = render.STATUS_STYLE.get(outcome.status, "")
-    render.err.print(f"{outcome.job}: [{style}]{outcome.status}[/] ({run}){message}{moved}",
-                     markup=True, highlight=False, soft_wrap=True)
+    render.err.print(
+        f"{outcome.job}: [{style}]{outcome.status}[/] ({run}){message}{moved}",
+        markup=True,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def run_command(
@@ -43,9 +47,16 @@ def run_command(
 ) -> None:
     """Run a job registered by your own code, through the runner (lock, ledger, retries)."""
     state: State = ctx.obj
-    options = opt.run_options(params=params, wait=wait, wait_timeout=wait_timeout,
-                              retries=retries, retry_delay=retry_delay, timeout=timeout,
-                              trigger=trigger, force=force)
+    options = opt.run_options(
+        params=params,
+        wait=wait,
+        wait_timeout=wait_timeout,
+        retries=retries,
+        retry_delay=retry_delay,
+        timeout=timeout,
+        trigger=trigger,
+        force=force,
+    )
     outcome = state.app.run(name, options)
     report_outcome(outcome)
     raise typer.Exit(int(outcome.exit_code))
@@ -73,14 +84,23 @@ def jobs_list(
     for info in infos:
         schedule = "-"
         if info.schedule:
-            nxt = info.next_fire_times[0].astimezone().strftime("%m-%d %H:%M") if info.next_fire_times else "-"
+            nxt = (
+                info.next_fire_times[0].astimezone().strftime("%m-%d %H:%M")
+                if info.next_fire_times
+                else "-"
+            )
             schedule = f"{info.schedule_words}; next {nxt}"
         running = "-"
         if info.running:
             running = f"run {info.running['id']} {info.running['host']} pid {info.running['pid']}"
-        table.add_row(info.name, "yes" if info.enabled else "no", schedule,
-                      render.status_text(info.last_status), render.ago(info.last_success, now),
-                      running)
+        table.add_row(
+            info.name,
+            "yes" if info.enabled else "no",
+            schedule,
+            render.status_text(info.last_status),
+            render.ago(info.last_success, now),
+            running,
+        )
     render.out.print(table)
 
 

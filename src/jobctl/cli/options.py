@@ -28,8 +28,11 @@ RetryDelay = Annotated[
 Timeout = Annotated[str | None, typer.Option("--timeout", help="Fail the run after this long.")]
 Trigger = Annotated[
     str | None,
-    typer.Option("--trigger", help="manual|timer|cron|schedule|backfill [default: timer under "
-                 "systemd (INVOCATION_ID set), else manual]."),
+    typer.Option(
+        "--trigger",
+        help="manual|timer|cron|schedule|backfill [default: timer under "
+        "systemd (INVOCATION_ID set), else manual].",
+    ),
 ]
 Force = Annotated[
     bool, typer.Option("--force", help="Run even if this schedule slot already completed.")
@@ -51,8 +54,15 @@ def duration(value: str | None, option: str) -> timedelta | None:
 
 
 def run_options(
-    *, params: list[str] | None, wait: bool, wait_timeout: str | None, retries: int | None,
-    retry_delay: str | None, timeout: str | None, trigger: str | None, force: bool,
+    *,
+    params: list[str] | None,
+    wait: bool,
+    wait_timeout: str | None,
+    retries: int | None,
+    retry_delay: str | None,
+    timeout: str | None,
+    trigger: str | None,
+    force: bool,
     **extra: object,
 ) -> RunOptions:
     parsed_timeout = duration(timeout, "--timeout")

@@ -85,8 +85,14 @@ def runs_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> T
     table.add_column("host", overflow="ellipsis", max_width=12, no_wrap=True)
     for row in rows:
         table.add_row(
-            str(row["id"]), row["job"], status_text(row["status"]), row["trigger"],
-            when(row["started_at"]), ms(row["duration_ms"]), records(row), row["host"],
+            str(row["id"]),
+            row["job"],
+            status_text(row["status"]),
+            row["trigger"],
+            when(row["started_at"]),
+            ms(row["duration_ms"]),
+            records(row),
+            row["host"],
         )
     return table
 

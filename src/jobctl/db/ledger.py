@@ -182,8 +182,9 @@ def lock_holder(conn: Connection, job: str, key: int) -> Holder:
 def completed_slot_run(conn: Connection, job: str, scheduled_for: datetime) -> int | None:
     row = conn.execute(
         select(runs.c.id)
-        .where(runs.c.job == job, runs.c.scheduled_for == scheduled_for,
-               runs.c.status == "completed")
+        .where(
+            runs.c.job == job, runs.c.scheduled_for == scheduled_for, runs.c.status == "completed"
+        )
         .limit(1)
     ).first()
     return int(row.id) if row else None
@@ -211,10 +212,16 @@ def completed_partitions(conn: Connection, job: str, partitions: Sequence[str]) 
 
 
 def last_completed(conn: Connection, job: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        select(runs).where(runs.c.job == job, runs.c.status == "completed")
-        .order_by(runs.c.started_at.desc()).limit(1)
-    ).mappings().first()
+    row = (
+        conn.execute(
+            select(runs)
+            .where(runs.c.job == job, runs.c.status == "completed")
+            .order_by(runs.c.started_at.desc())
+            .limit(1)
+        )
+        .mappings()
+        .first()
+    )
     return dict(row) if row else None
 
 
@@ -260,15 +267,19 @@ def running_now(conn: Connection) -> dict[str, dict[str, Any]]:
 
 def last_runs(conn: Connection) -> dict[str, dict[str, Any]]:
     """Per job: the last finished run and the last completed one."""
-    rows = conn.execute(text(
-        "SELECT DISTINCT ON (job) job, id, status, started_at, finished_at FROM jobctl.runs"
-        " WHERE status NOT IN ('running', 'skipped') ORDER BY job, started_at DESC"
-    )).mappings()
+    rows = conn.execute(
+        text(
+            "SELECT DISTINCT ON (job) job, id, status, started_at, finished_at FROM jobctl.runs"
+            " WHERE status NOT IN ('running', 'skipped') ORDER BY job, started_at DESC"
+        )
+    ).mappings()
     last = {r["job"]: dict(r) for r in rows}
-    ok = conn.execute(text(
-        "SELECT job, max(finished_at) AS at FROM jobctl.runs WHERE status = 'completed'"
-        " GROUP BY job"
-    )).mappings()
+    ok = conn.execute(
+        text(
+            "SELECT job, max(finished_at) AS at FROM jobctl.runs WHERE status = 'completed'"
+            " GROUP BY job"
+        )
+    ).mappings()
     for r in ok:
         last.setdefault(r["job"], {})["last_success"] = r["at"]
     return last

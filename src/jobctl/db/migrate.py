@@ -69,24 +69,30 @@ def upgrade(db: Database) -> list[Migration]:
     """Apply every migration not yet applied; return those applied now."""
     done: list[Migration] = []
     with db.begin() as conn:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"),
-                     {"a": MIGRATION_LOCK[0], "b": MIGRATION_LOCK[1]})
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:a, :b)"),
+            {"a": MIGRATION_LOCK[0], "b": MIGRATION_LOCK[1]},
+        )
         conn.execute(text("SET LOCAL lock_timeout = '60s'"))
         conn.execute(text("CREATE SCHEMA IF NOT EXISTS jobctl"))
-        conn.execute(text(
-            "CREATE TABLE IF NOT EXISTS jobctl.schema_migrations ("
-            " version integer CONSTRAINT schema_migrations_pkey PRIMARY KEY,"
-            " name text NOT NULL, checksum text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        ))
+        conn.execute(
+            text(
+                "CREATE TABLE IF NOT EXISTS jobctl.schema_migrations ("
+                " version integer CONSTRAINT schema_migrations_pkey PRIMARY KEY,"
+                " name text NOT NULL, checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+        )
         applied = _applied(conn)
         for migration in migrations():
             if migration.version in applied:
                 continue
             conn.exec_driver_sql(migration.sql)
             conn.execute(
-                text("INSERT INTO jobctl.schema_migrations (version, name, checksum) "
-                     "VALUES (:v, :n, :c)"),
+                text(
+                    "INSERT INTO jobctl.schema_migrations (version, name, checksum) "
+                    "VALUES (:v, :n, :c)"
+                ),
                 {"v": migration.version, "n": migration.name, "c": migration.checksum},
             )
             done.append(migration)
@@ -112,9 +118,9 @@ def ensure_schema(db: Database) -> None:
     """Upgrade if the database is behind; one cheap query when it is not."""
     latest = max((m.version for m in migrations()), default=0)
     with db.connect() as conn:
-        current = conn.execute(text(
-            "SELECT CASE WHEN to_regclass('jobctl.schema_migrations') IS NULL THEN -1 END"
-        )).scalar()
+        current = conn.execute(
+            text("SELECT CASE WHEN to_regclass('jobctl.schema_migrations') IS NULL THEN -1 END")
+        ).scalar()
         if current is None:
             current = conn.execute(
                 text("SELECT coalesce(max(version), 0) FROM jobctl.schema_migrations")

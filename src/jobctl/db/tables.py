@@ -62,4 +62,6 @@ schema_migrations = Table(
 )
 
 # Columns of the ledger as the user sees them (``runs list --json`` keys).
-LEDGER_COLUMNS = [c.name for c in runs.columns if c.name not in {"lock_backend_pid", "lock_key", "log_tail"}]
+LEDGER_COLUMNS = [
+    c.name for c in runs.columns if c.name not in {"lock_backend_pid", "lock_key", "log_tail"}
+]

@@ -40,6 +40,10 @@ Formats (``fmt``):
     nested object): a list there yields its elements, an object is yielded once, and
     a missing path is a DocumentError.
 
+Byte offsets in JSON syntax errors are where the parser stood in the input: for
+``json`` the end of the 64 KiB block being parsed (yajl does not report finer), for
+``json-object`` and ``ndjson`` the exact byte.
+
 Files: :func:`open_source` opens a local file, sniffing the gzip magic bytes, so
 ``feed.json.gz`` needs no configuration.
 
@@ -167,6 +171,7 @@ class _Reader:
         self._stream = stream
         self.offset = 0  # bytes consumed from the underlying stream
         self._first = True
+        self._encoding = encoding
         self._decoder: codecs.IncrementalDecoder | None = None
         if not _is_utf8(encoding):
             self._decoder = codecs.getincrementaldecoder(encoding)()
@@ -180,8 +185,7 @@ class _Reader:
             except UnicodeDecodeError as exc:
                 where = self.offset - len(data) + exc.start
                 raise DocumentError(
-                    f"feed is not valid {self._decoder_name()} near byte {max(where, 0)}: "
-                    f"{exc.reason}"
+                    f"feed is not valid {self._encoding} near byte {max(where, 0)}: {exc.reason}"
                 ) from exc
             data = text.encode("utf-8")
         if self._first and data:
@@ -193,9 +197,6 @@ class _Reader:
                 self.offset += len(rest)
                 data = (data + rest).removeprefix(_BOM)
         return data
-
-    def _decoder_name(self) -> str:
-        return getattr(self._decoder, "encoding", None) or "text"
 
 
 def _is_utf8(encoding: str) -> bool:
@@ -259,6 +260,10 @@ def iter_records(
 
 def _iter_json(stream: IO[bytes], record_path: str, encoding: str) -> Iterator[Item]:
     backend = json_backend()
+    try:
+        start: int | None = stream.tell()
+    except (OSError, AttributeError, ValueError):
+        start = None
     reader = _Reader(stream, encoding)
     count = 0
     try:
@@ -271,7 +276,7 @@ def _iter_json(stream: IO[bytes], record_path: str, encoding: str) -> Iterator[I
     except ijson.JSONError as exc:
         raise _json_document_error(exc, reader.offset, count) from exc
     if count == 0:
-        _check_record_path(stream, record_path, encoding)
+        _check_record_path(stream, start, record_path, encoding)
 
 
 def _json_document_error(exc: Exception, offset: int, count: int) -> DocumentError:
@@ -285,10 +290,14 @@ def _json_document_error(exc: Exception, offset: int, count: int) -> DocumentErr
     return DocumentError(f"feed is not valid JSON near byte {offset}{after}: {message}")
 
 
-def _check_record_path(stream: IO[bytes], record_path: str, encoding: str) -> None:
+def _check_record_path(
+    stream: IO[bytes], start: int | None, record_path: str, encoding: str
+) -> None:
     """No record at ``record_path``: raise DocumentError unless it is an empty array."""
     try:
-        stream.seek(0)
+        if start is None:
+            raise ValueError("position unknown")
+        stream.seek(start)
     except (OSError, AttributeError, ValueError):
         log.warning(
             "no records at %r; the stream cannot be re-read to check that the path exists",

@@ -1,0 +1,393 @@
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import socket
+import traceback
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.fixtures.httpserver import HTTPTestServer, Step, http_server
+
+from jobctl.errors import DocumentError, SourceError, UsageError
+from jobctl.sources.http import DownloadResult, _parse_retry_after, download, fetch_json
+from jobctl.sources.parse import iter_records, open_source
+
+TOKEN = "tok_SuperSecret_123456"
+BEARER = "bearer-secret-abcdef"
+BODY = b'[{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]\n' * 50
+
+
+@pytest.fixture
+def srv() -> Iterator[HTTPTestServer]:
+    with http_server() as server:
+        yield server
+
+
+class SleepRecorder:
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(float(seconds))
+
+
+@pytest.fixture
+def sleeps() -> SleepRecorder:
+    return SleepRecorder()
+
+
+def mock_client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.Client:
+    return httpx.Client(transport=httpx.MockTransport(handler), follow_redirects=False)
+
+
+def all_texts(exc: BaseException) -> str:
+    """Every message in the exception chain plus the formatted traceback."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None:
+        parts.append(str(seen))
+        seen = seen.__cause__ or seen.__context__
+    parts.extend(traceback.format_exception(exc))
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- real server
+
+
+def test_download_plain(srv: HTTPTestServer, tmp_path: Path, sleeps: SleepRecorder) -> None:
+    srv.serve("/feed.json", BODY, etag='"v1"', last_modified="Mon, 01 Jan 2024 00:00:00 GMT")
+    dest = tmp_path / "out" / "feed.json"
+    res = download(srv.url("/feed.json"), dest, sleep=sleeps)
+    assert res == DownloadResult(
+        path=dest,
+        not_modified=False,
+        status=200,
+        etag='"v1"',
+        last_modified="Mon, 01 Jan 2024 00:00:00 GMT",
+        bytes=len(BODY),
+        attempts=1,
+        sha256=hashlib.sha256(BODY).hexdigest(),
+    )
+    assert dest.read_bytes() == BODY
+    assert not (tmp_path / "out" / "feed.json.part").exists()
+    assert sleeps.calls == []
+    assert srv.requests_for("/feed.json")[0].headers["user-agent"].startswith("jobctl/")
+
+
+def test_retries_503_then_success(
+    srv: HTTPTestServer, tmp_path: Path, sleeps: SleepRecorder
+) -> None:
+    srv.serve("/feed.json", BODY, statuses=[503, 503])
+    res = download(srv.url("/feed.json"), tmp_path / "f.json", sleep=sleeps, backoff=0.5)
+    assert res.attempts == 3
+    assert res.status == 200
+    assert len(srv.requests_for("/feed.json")) == 3
+    assert len(sleeps.calls) == 2
+    # full jitter: uniform(0, backoff * 2**(n-1))
+    assert 0 <= sleeps.calls[0] <= 0.5 and 0 <= sleeps.calls[1] <= 1.0
+    assert (tmp_path / "f.json").read_bytes() == BODY
+
+
+def test_429_honours_retry_after(
+    srv: HTTPTestServer, tmp_path: Path, sleeps: SleepRecorder
+) -> None:
+    srv.serve("/feed.json", BODY, statuses=[Step(429, retry_after="2")])
+    res = download(srv.url("/feed.json"), tmp_path / "f.json", sleep=sleeps)
+    assert sleeps.calls == [2.0]
+    assert res.attempts == 2
+
+
+def test_retry_after_is_capped(srv: HTTPTestServer, tmp_path: Path, sleeps: SleepRecorder) -> None:
+    srv.serve("/f", BODY, statuses=[Step(503, retry_after="3600"), Step(429, retry_after="0")])
+    res = download(srv.url("/f"), tmp_path / "f", sleep=sleeps, max_backoff=5.0)
+    assert sleeps.calls == [5.0, 0.0]
+    assert res.attempts == 3
+
+
+def test_parse_retry_after_forms() -> None:
+    now = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
+    later = format_datetime(now + timedelta(seconds=30), usegmt=True)
+    assert _parse_retry_after("7", lambda: now) == 7.0
+    assert _parse_retry_after(later, lambda: now) == 30.0
+    assert (
+        _parse_retry_after(format_datetime(now - timedelta(hours=1), usegmt=True), lambda: now) == 0
+    )
+    assert _parse_retry_after("soon", lambda: now) is None
+    assert _parse_retry_after(None, lambda: now) is None
+
+
+def test_404_is_not_retried(srv: HTTPTestServer, tmp_path: Path, sleeps: SleepRecorder) -> None:
+    url = srv.url(f"/missing.json?token={TOKEN}&page=1")
+    with pytest.raises(SourceError) as info:
+        download(url, tmp_path / "f.json", sleep=sleeps)
+    assert info.value.transient is False
+    assert str(info.value) == f"HTTP 404 Not Found from {srv.url('/missing.json')}?token=***&page=1"
+    assert len(srv.requests_for("/missing.json")) == 1
+    assert sleeps.calls == []
+    assert not (tmp_path / "f.json").exists()
+
+
+def test_retries_exhausted_is_transient(
+    srv: HTTPTestServer, tmp_path: Path, sleeps: SleepRecorder
+) -> None:
+    srv.serve("/down", BODY, statuses=[503] * 10)
+    with pytest.raises(SourceError) as info:
+        download(srv.url("/down"), tmp_path / "f", retries=2, sleep=sleeps)
+    assert info.value.transient is True
+    assert "failed after 3 attempts: HTTP 503 Service Unavailable" in str(info.value)
+    assert len(srv.requests_for("/down")) == 3
+    assert len(sleeps.calls) == 2
+
+
+def test_gzip_content_encoding_is_decoded(srv: HTTPTestServer, tmp_path: Path) -> None:
+    srv.serve("/feed.json", BODY, gzip=True)
+    res = download(srv.url("/feed.json"), tmp_path / "f.json")
+    assert "gzip" in srv.requests_for("/feed.json")[0].headers["accept-encoding"]
+    assert (tmp_path / "f.json").read_bytes() == BODY
+    assert res.bytes == len(BODY)
+    assert res.sha256 == hashlib.sha256(BODY).hexdigest()
+
+
+def test_gz_file_is_stored_as_is_and_parsed(srv: HTTPTestServer, tmp_path: Path) -> None:
+    packed = gzip.compress(b'{"id": 1}\n{"id": 2}\n')
+    srv.serve("/feed.ndjson.gz", packed, content_type="application/gzip")
+    res = download(srv.url("/feed.ndjson.gz"), tmp_path / "feed.ndjson.gz")
+    assert res.path is not None and res.path.read_bytes() == packed
+    with open_source(res.path) as stream:
+        assert list(iter_records(stream, "ndjson")) == [{"id": 1}, {"id": 2}]
+
+
+def test_304_with_if_none_match(srv: HTTPTestServer, tmp_path: Path) -> None:
+    srv.serve("/feed.json", BODY, etag='"abc"')
+    dest = tmp_path / "f.json"
+    first = download(srv.url("/feed.json"), dest)
+    assert first.etag == '"abc"'
+    dest.write_bytes(b"previous")
+    second = download(srv.url("/feed.json"), dest, etag=first.etag)
+    assert second.not_modified is True
+    assert second.path is None and second.status == 304 and second.bytes == 0
+    assert second.etag == '"abc"'
+    assert srv.requests_for("/feed.json")[1].headers["if-none-match"] == '"abc"'
+    assert dest.read_bytes() == b"previous"  # untouched
+
+
+def test_304_with_if_modified_since(srv: HTTPTestServer, tmp_path: Path) -> None:
+    stamp = "Mon, 01 Jan 2024 00:00:00 GMT"
+    srv.serve("/feed.json", BODY, last_modified=stamp)
+    res = download(srv.url("/feed.json"), tmp_path / "f", last_modified=stamp)
+    assert res.not_modified and res.last_modified == stamp
+    assert srv.requests_for("/feed.json")[0].headers["if-modified-since"] == stamp
+    changed = download(srv.url("/feed.json"), tmp_path / "f", etag='"other"')
+    assert not changed.not_modified  # no ETag on the route: If-None-Match is not a match
+
+
+def test_truncated_body_retried_then_fails(
+    srv: HTTPTestServer, tmp_path: Path, sleeps: SleepRecorder
+) -> None:
+    srv.serve("/cut", BODY, truncate_at=100)
+    with pytest.raises(SourceError) as info:
+        download(srv.url("/cut"), tmp_path / "f", retries=2, sleep=sleeps)
+    assert info.value.transient is True
+    assert "after 3 attempts: incomplete" in str(info.value)
+    assert len(srv.requests_for("/cut")) == 3
+    assert not (tmp_path / "f").exists()
+    assert not (tmp_path / "f.part").exists()
+
+
+def test_truncated_once_then_complete(
+    srv: HTTPTestServer, tmp_path: Path, sleeps: SleepRecorder
+) -> None:
+    srv.serve("/cut", BODY, statuses=[Step(200, truncate_at=10)])
+    res = download(srv.url("/cut"), tmp_path / "f", sleep=sleeps)
+    assert res.attempts == 2
+    assert (tmp_path / "f").read_bytes() == BODY
+
+
+def test_redirect_followed_by_default_client(srv: HTTPTestServer, tmp_path: Path) -> None:
+    srv.serve("/old", b"", statuses=[Step(301, headers={"Location": "/new"})] * 5)
+    srv.serve("/new", BODY)
+    res = download(srv.url("/old"), tmp_path / "f")
+    assert res.status == 200 and (tmp_path / "f").read_bytes() == BODY
+
+
+def test_token_never_in_messages_or_logs(
+    srv: HTTPTestServer, tmp_path: Path, sleeps: SleepRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    srv.serve("/ok", BODY)
+    srv.serve("/flaky", BODY, statuses=[503] * 10)
+    headers = {"Authorization": f"Bearer {BEARER}"}
+    download(srv.url(f"/ok?token={TOKEN}"), tmp_path / "a", headers=headers, sleep=sleeps)
+    with pytest.raises(SourceError) as retried:
+        download(srv.url(f"/flaky?token={TOKEN}"), tmp_path / "b", retries=1, sleep=sleeps)
+    with pytest.raises(SourceError) as refused:
+        download(
+            f"http://user:{TOKEN}@127.0.0.1:{_closed_port()}/x?api_key={TOKEN}",
+            tmp_path / "c",
+            headers=headers,
+            retries=1,
+            sleep=sleeps,
+        )
+    texts = [all_texts(retried.value), all_texts(refused.value)]
+    texts += [r.getMessage() for r in caplog.records]
+    assert srv.requests_for("/ok")[0].query["token"] == [TOKEN]  # the real token was sent
+    assert any("HTTP Request: GET" in r.getMessage() for r in caplog.records)  # httpx logged
+    assert any("token=***" in t for t in texts)
+    for text in texts:
+        assert TOKEN not in text
+        assert BEARER not in text
+    assert "ConnectError" in str(refused.value)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+# --------------------------------------------------------------------------- MockTransport
+
+
+def test_mock_network_error_retried_and_named(tmp_path: Path, sleeps: SleepRecorder) -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(SourceError) as info:
+        download(
+            "https://feed.example/x.json",
+            tmp_path / "f",
+            client=mock_client(handler),
+            retries=3,
+            sleep=sleeps,
+        )
+    assert len(calls) == 4
+    assert info.value.transient is True
+    assert str(info.value) == (
+        "GET https://feed.example/x.json failed after 4 attempts: ConnectError: connection refused"
+    )
+    chain: list[BaseException] = []
+    cause: BaseException | None = info.value
+    while cause is not None:
+        chain.append(cause)
+        cause = cause.__cause__
+    assert any(isinstance(c, httpx.ConnectError) for c in chain)  # raise ... from exc
+
+
+def test_mock_timeout_then_success(tmp_path: Path, sleeps: SleepRecorder) -> None:
+    answers: list[Exception | httpx.Response] = [
+        httpx.ReadTimeout("slow"),
+        httpx.Response(200, content=b"[]"),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    res = download("https://h/x", tmp_path / "f", client=mock_client(handler), sleep=sleeps)
+    assert res.attempts == 2 and (tmp_path / "f").read_bytes() == b"[]"
+
+
+def test_mock_content_length_mismatch_is_retried(tmp_path: Path, sleeps: SleepRecorder) -> None:
+    count = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal count
+        count += 1
+        return httpx.Response(200, headers={"Content-Length": "100"}, content=b"abc")
+
+    with pytest.raises(SourceError, match="incomplete body: received 3 of 100 bytes"):
+        download(
+            "https://h/x", tmp_path / "f", client=mock_client(handler), retries=1, sleep=sleeps
+        )
+    assert count == 2
+
+
+def test_mock_redirect_not_followed_is_permanent(tmp_path: Path, sleeps: SleepRecorder) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"Location": "https://other/y?sig=zzzzzz"})
+
+    with pytest.raises(SourceError, match=r"redirect to https://other/y\?sig=\*\*\* not followed"):
+        download("https://h/x", tmp_path / "f", client=mock_client(handler), sleep=sleeps)
+    assert sleeps.calls == []
+
+
+def test_mock_sends_conditional_headers(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(304, headers={"ETag": '"e2"'})
+
+    res = download(
+        "https://h/x",
+        tmp_path / "f",
+        etag='"e1"',
+        last_modified="Mon, 01 Jan 2024 00:00:00 GMT",
+        headers={"X-Extra": "1"},
+        client=mock_client(handler),
+    )
+    assert seen[0].headers["If-None-Match"] == '"e1"'
+    assert seen[0].headers["If-Modified-Since"] == "Mon, 01 Jan 2024 00:00:00 GMT"
+    assert seen[0].headers["X-Extra"] == "1"
+    assert res.not_modified and res.etag == '"e2"'
+
+
+def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="retries"):
+        download("https://h/x", tmp_path / "f", retries=-1)
+
+
+def test_unsupported_scheme_is_permanent(tmp_path: Path) -> None:
+    with pytest.raises(SourceError) as info:
+        download("ftp://h/x", tmp_path / "f", retries=3, sleep=SleepRecorder())
+    assert info.value.transient is False
+
+
+# --------------------------------------------------------------------------- fetch_json
+
+
+def test_fetch_json_retries_then_parses(sleeps: SleepRecorder) -> None:
+    answers = [httpx.Response(500), httpx.Response(200, json={"nb_visits": 3})]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return answers.pop(0)
+
+    assert fetch_json(
+        "https://m/index.php?token_auth=x", client=mock_client(handler), sleep=sleeps
+    ) == {"nb_visits": 3}
+    assert len(sleeps.calls) == 1
+
+
+def test_fetch_json_invalid_and_too_large() -> None:
+    def bad(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"<html>oops")
+
+    with pytest.raises(
+        DocumentError, match=r"from https://m/a\?token_auth=\*\*\* is not valid JSON"
+    ):
+        fetch_json(f"https://m/a?token_auth={TOKEN}", client=mock_client(bad))
+
+    def big(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"[" + b"1," * 2000 + b"1]")
+
+    with pytest.raises(SourceError, match="exceeds 1000 bytes") as info:
+        fetch_json("https://m/a", client=mock_client(big), max_bytes=1000)
+    assert info.value.transient is False
+
+
+def test_fetch_json_real_server(srv: HTTPTestServer) -> None:
+    srv.serve("/api", b'{"value": [1, 2]}', gzip=True, content_type="application/json")
+    assert fetch_json(srv.url("/api")) == {"value": [1, 2]}
+    assert srv.requests_for("/api")[0].headers["accept"] == "application/json"

@@ -1,0 +1,408 @@
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from jobctl.errors import DocumentError, SourceError, UsageError
+from jobctl.sources.parse import (
+    BadRecord,
+    Item,
+    Projector,
+    canonical_hash,
+    extract_key,
+    iter_records,
+    json_backend,
+    open_source,
+    project,
+)
+
+
+def records(data: bytes, fmt: Any, **kw: Any) -> list[Item]:
+    return list(iter_records(io.BytesIO(data), fmt, **kw))
+
+
+# --------------------------------------------------------------------------- json
+
+
+def test_json_backend_is_the_c_one() -> None:
+    assert json_backend().__name__.endswith("yajl2_c")
+
+
+def test_json_top_level_array() -> None:
+    data = b'[{"a": 1, "b": "x"}, {"a": 2.5, "b": null}]'
+    assert records(data, "json") == [{"a": 1, "b": "x"}, {"a": 2.5, "b": None}]
+
+
+def test_json_numbers_are_float_not_decimal() -> None:
+    (rec,) = records(b'[{"f": 1.25, "e": 1e3, "i": 7}]', "json")
+    assert isinstance(rec, dict)
+    assert type(rec["f"]) is float and type(rec["e"]) is float and type(rec["i"]) is int
+
+
+def test_json_nested_record_path() -> None:
+    data = b'{"meta": {"n": 2}, "result": {"records": [{"id": 1}, {"id": 2}]}}'
+    assert records(data, "json", record_path="result.records.item") == [{"id": 1}, {"id": 2}]
+
+
+def test_json_utf8_bom_is_skipped() -> None:
+    assert records(b'\xef\xbb\xbf[{"a": "\xc3\xa9"}]', "json") == [{"a": "é"}]
+
+
+def test_json_other_encoding_is_transcoded() -> None:
+    data = '[{"name": "Café"}]'.encode("latin-1")
+    assert records(data, "json", encoding="latin-1") == [{"name": "Café"}]
+
+
+def test_json_non_object_element_is_bad_record() -> None:
+    out = records(b'[{"a": 1}, [1, 2], "x", {"a": 2}]', "json")
+    assert out[0] == {"a": 1} and out[3] == {"a": 2}
+    assert out[1] == BadRecord(2, "element 2 is an array, not an object")
+    assert isinstance(out[2], BadRecord) and out[2].position == 3
+
+
+def test_json_truncated_is_document_error_after_good_records() -> None:
+    seen: list[Item] = []
+    with pytest.raises(DocumentError, match=r"truncated\?\) at byte 25 after 2 records"):
+        for rec in iter_records(io.BytesIO(b'[{"a": 1}, {"a": 2}, {"a"'), "json"):
+            seen.append(rec)
+    assert seen == [{"a": 1}, {"a": 2}]
+
+
+def test_json_syntax_error_names_byte_and_reason() -> None:
+    with pytest.raises(DocumentError, match=r"not valid JSON near byte \d+.*expect ',' or '\]'"):
+        records(b'[{"a": 1} {"b": 2}]', "json")
+
+
+def test_json_invalid_utf8_is_document_error() -> None:
+    with pytest.raises(DocumentError, match=r"not valid JSON.*UTF8"):
+        records(b'[{"a": "\xff\xfe"}]', "json")
+
+
+def test_json_empty_document_is_document_error() -> None:
+    with pytest.raises(DocumentError, match="truncated"):
+        records(b"", "json")
+
+
+def test_json_empty_array_is_zero_records() -> None:
+    assert records(b"[]", "json") == []
+    assert records(b'{"data": []}', "json", record_path="data.item") == []
+
+
+def test_json_wrong_record_path_is_document_error() -> None:
+    with pytest.raises(DocumentError, match=r"record path 'data.item' not found.*'data'"):
+        records(b'{"result": [{"a": 1}]}', "json", record_path="data.item")
+    with pytest.raises(DocumentError, match="no array at the top level"):
+        records(b'{"data": [{"a": 1}]}', "json")
+
+
+def test_json_large_feed_streams(tmp_path: Path) -> None:
+    path = tmp_path / "big.json"
+    with open(path, "w") as f:
+        f.write("[")
+        f.write(",".join(json.dumps({"id": i, "pad": "x" * 100}) for i in range(5000)))
+        f.write("]")
+    with open_source(path) as stream:
+        ids = [r["id"] for r in iter_records(stream, "json") if isinstance(r, dict)]
+    assert ids == list(range(5000))
+
+
+# --------------------------------------------------------------------------- ndjson
+
+
+def test_ndjson_records_blank_lines_and_bad_lines() -> None:
+    data = b'{"a": 1}\n\n  \n{"a": 2}\r\nnot json\n[1]\n{"a": 3}\n'
+    out = records(data, "ndjson")
+    assert out[:2] == [{"a": 1}, {"a": 2}]
+    assert isinstance(out[2], BadRecord) and out[2].position == 5
+    assert out[2].reason.startswith("line 5 is not valid JSON")
+    assert out[3] == BadRecord(6, "line 6 is an array, not an object")
+    assert out[4] == {"a": 3}
+    assert len(out) == 5
+
+
+def test_ndjson_last_line_without_newline() -> None:
+    assert records(b'{"a": 1}\n{"a": 2}', "ndjson") == [{"a": 1}, {"a": 2}]
+    out = records(b'{"a": 1}\n{"a": 2', "ndjson")
+    assert out[0] == {"a": 1}
+    assert isinstance(out[1], BadRecord) and out[1].position == 2
+    assert "incomplete (no newline at end of file)" in out[1].reason
+
+
+def test_ndjson_bom_and_invalid_utf8() -> None:
+    assert records(b'\xef\xbb\xbf{"a": 1}\n', "ndjson") == [{"a": 1}]
+    with pytest.raises(DocumentError, match=r"not valid utf-8 near byte 16 \(line 2\)"):
+        records(b'{"a": 1}\n{"b": "\xff"}\n', "ndjson")
+
+
+def test_ndjson_other_encoding() -> None:
+    data = '{"a": "é"}\n{"a": "ü"}\n'.encode("utf-16")
+    assert records(data, "ndjson", encoding="utf-16") == [{"a": "é"}, {"a": "ü"}]
+
+
+# --------------------------------------------------------------------------- csv
+
+
+def test_csv_rows_bom_and_quoting() -> None:
+    data = b'\xef\xbb\xbfid,name,note\r\n1,Ann,"a, b"\r\n2,Bob,"multi\nline"\r\n3,,\r\n'
+    assert records(data, "csv") == [
+        {"id": "1", "name": "Ann", "note": "a, b"},
+        {"id": "2", "name": "Bob", "note": "multi\nline"},
+        {"id": "3", "name": "", "note": ""},
+    ]
+
+
+def test_csv_wrong_column_count_is_bad_record() -> None:
+    out = records(b"a;b\n1;2\n1;2;3\n\n4\n5;6\n", "csv", delimiter=";")
+    assert out[0] == {"a": "1", "b": "2"}
+    assert out[1] == BadRecord(3, "line 3 has 3 fields, the header has 2")
+    assert out[2] == BadRecord(5, "line 5 has 1 fields, the header has 2")
+    assert out[3] == {"a": "5", "b": "6"}
+
+
+def test_csv_bad_encoding_is_document_error_with_offset() -> None:
+    data = b"a,b\n" + b"x,y\n" * 3000 + b"caf\xe9,1\n"
+    with pytest.raises(DocumentError, match=r"not valid utf-8 near byte 12007"):
+        records(data, "csv")
+
+
+def test_csv_latin1_encoding() -> None:
+    assert records(b"a\ncaf\xe9\n", "csv", encoding="latin-1") == [{"a": "café"}]
+
+
+def test_csv_empty_and_duplicate_header() -> None:
+    with pytest.raises(DocumentError, match="no header"):
+        records(b"", "csv")
+    with pytest.raises(DocumentError, match="'a' twice"):
+        records(b"a,b,a\n1,2,3\n", "csv")
+
+
+def test_csv_does_not_close_the_callers_stream() -> None:
+    stream = io.BytesIO(b"a\n1\n")
+    assert list(iter_records(stream, "csv")) == [{"a": "1"}]
+    assert not stream.closed
+
+
+# --------------------------------------------------------------------------- json-object
+
+
+def test_json_object_is_one_record() -> None:
+    data = b'{"nb_visits": 12, "nb_actions": 30}'
+    assert records(data, "json-object") == [{"nb_visits": 12, "nb_actions": 30}]
+
+
+def test_json_object_record_path_to_list_and_object() -> None:
+    data = b'{"data": [{"id": 1}, 5, {"id": 2}], "meta": {"totals": {"n": 2}}}'
+    out = records(data, "json-object", record_path="data")
+    assert out == [{"id": 1}, BadRecord(2, "element 2 is a number"), {"id": 2}]
+    assert records(data, "json-object", record_path="data.item") == out
+    assert records(data, "json-object", record_path="meta.totals") == [{"n": 2}]
+
+
+def test_json_object_top_level_array_yields_items() -> None:
+    assert records(b'[{"label": "a"}, {"label": "b"}]', "json-object") == [
+        {"label": "a"},
+        {"label": "b"},
+    ]
+
+
+def test_json_object_errors() -> None:
+    with pytest.raises(DocumentError, match="record path 'nope' not found"):
+        records(b'{"data": 1}', "json-object", record_path="nope")
+    with pytest.raises(DocumentError, match="holds a number"):
+        records(b'{"data": 1}', "json-object", record_path="data")
+    with pytest.raises(DocumentError, match="truncated"):
+        records(b'{"data": [1, 2', "json-object")
+    with pytest.raises(DocumentError, match="near byte 9"):
+        records(b'{"a": 1, x}', "json-object")
+
+
+def test_unknown_format_and_encoding_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="unknown feed format 'xml'"):
+        records(b"", "xml")
+    with pytest.raises(UsageError, match="unknown encoding 'klingon'"):
+        records(b"[]", "json", encoding="klingon")
+
+
+# --------------------------------------------------------------------------- gzip / files
+
+
+def test_open_source_detects_gzip(tmp_path: Path) -> None:
+    plain = tmp_path / "feed.json"
+    packed = tmp_path / "feed.json.gz"
+    plain.write_bytes(b'[{"a": 1}]')
+    packed.write_bytes(gzip.compress(b'[{"a": 2}]'))
+    with open_source(plain) as s1, open_source(packed) as s2:
+        assert list(iter_records(s1, "json")) == [{"a": 1}]
+        assert list(iter_records(s2, "json")) == [{"a": 2}]
+
+
+def test_truncated_gzip_is_document_error(tmp_path: Path) -> None:
+    packed = tmp_path / "feed.ndjson.gz"
+    blob = gzip.compress(b"".join(b'{"id": %d}\n' % i for i in range(20000)))
+    packed.write_bytes(blob[: len(blob) // 2])
+    with open_source(packed) as stream, pytest.raises(DocumentError, match="compressed feed"):
+        list(iter_records(stream, "ndjson"))
+
+
+def test_open_source_missing_file_is_source_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="cannot open") as info:
+        open_source(tmp_path / "missing.json")
+    assert info.value.transient is False
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def test_canonical_hash_ignores_key_order_including_nested() -> None:
+    a = {"x": 1, "y": {"p": [1, 2], "q": None}, "z": "é"}
+    b = {"z": "é", "y": {"q": None, "p": [1, 2]}, "x": 1}
+    assert canonical_hash(a) == canonical_hash(b)
+    assert len(canonical_hash(a)) == 16
+
+
+def test_canonical_hash_sees_changes() -> None:
+    base = {"x": 1, "y": [1, 2]}
+    assert canonical_hash(base) != canonical_hash({"x": 2, "y": [1, 2]})
+    assert canonical_hash(base) != canonical_hash({"x": 1, "y": [2, 1]})
+    assert canonical_hash(base) != canonical_hash({"x": 1, "y": [1, 2], "z": None})
+    # documented choice: int 1 and float 1.0 are different data
+    assert canonical_hash({"x": 1}) != canonical_hash({"x": 1.0})
+
+
+def test_canonical_hash_is_stable_across_runs() -> None:
+    # a fixed value: a change of canonical form would silently mark every row 'updated'
+    assert canonical_hash({"b": 1, "a": "x"}).hex() == (
+        __import__("hashlib").blake2b(b'{"a":"x","b":1}', digest_size=16).hexdigest()
+    )
+
+
+def test_canonical_hash_odd_values() -> None:
+    assert canonical_hash(cast(Any, {1: "a"})) == canonical_hash({"1": "a"})
+    big = {"n": 2**80}
+    assert canonical_hash(big) == canonical_hash({"n": 2**80})
+    assert canonical_hash(big) != canonical_hash({"n": 2**80 + 1})
+
+
+def test_parsed_formats_hash_alike() -> None:
+    a = records(b'[{"id": 1, "v": "x"}]', "json")[0]
+    b = records(b'{"v": "x", "id": 1}\n', "ndjson")[0]
+    assert isinstance(a, dict) and isinstance(b, dict)
+    assert canonical_hash(a) == canonical_hash(b)
+
+
+# --------------------------------------------------------------------------- project
+
+
+def test_project_selects_renames_and_reaches_into_nested() -> None:
+    rec = {"PERMIT_NUM": "10 1 BLD", "geo": {"lat": 43.7, "pts": [1, 2]}, "other": 1}
+    out = project(
+        rec,
+        {"permit": "PERMIT_NUM", "lat": "geo.lat", "p2": "geo.pts.1", "gone": "nope.x"},
+        None,
+    )
+    assert out == {"permit": "10 1 BLD", "lat": 43.7, "p2": 2, "gone": None}
+
+
+def test_project_flat_key_with_dot_wins() -> None:
+    assert project({"a.b": 1, "a": {"b": 2}}, {"v": "a.b"}, None) == {"v": 1}
+
+
+def test_project_without_fields_keeps_everything_and_coerces() -> None:
+    rec = {"n": "42", "f": "1.5", "ok": "yes", "d": "2024-01-05", "t": "2024-01-05T10:00:00Z"}
+    types = {"n": "int", "f": "float", "ok": "bool", "d": "date", "t": "timestamp"}
+    assert project(rec, None, types) == {
+        "n": 42,
+        "f": 1.5,
+        "ok": True,
+        "d": "2024-01-05",
+        "t": "2024-01-05T10:00:00+00:00",
+    }
+    assert rec["n"] == "42"  # the input is not modified
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name", "expected"),
+    [
+        ("", "int", None),
+        (None, "float", None),
+        (3.0, "int", 3),
+        ("1e3", "int", 1000),
+        (7, "text", "7"),
+        (False, "text", "false"),
+        ("2024-01-05T00:00:00", "date", "2024-01-05"),
+        (0, "timestamp", "1970-01-01T00:00:00+00:00"),
+        ("0", "bool", False),
+        ("", "text", ""),
+    ],
+)
+def test_project_coercions(value: Any, type_name: str, expected: Any) -> None:
+    assert project({"x": value}, None, {"x": type_name}) == {"x": expected}
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name", "reason"),
+    [
+        ("abc", "int", "field 'x': 'abc' is not an int"),
+        (2.5, "int", "field 'x': 2.5 is not an int"),
+        (True, "int", "field 'x': True is not an int"),
+        ("nan", "float", "field 'x': 'nan' is not a float"),
+        ("maybe", "bool", "field 'x': 'maybe' is not a bool"),
+        ("2024-13-01", "date", "field 'x': '2024-13-01' is not a date"),
+        ("2024-01-05T10:30:00", "date", "field 'x': '2024-01-05T10:30:00' is not a date"),
+        ("yesterday", "timestamp", "field 'x': 'yesterday' is not a timestamp"),
+    ],
+)
+def test_project_failed_coercion_is_bad_record(value: Any, type_name: str, reason: str) -> None:
+    out = project({"x": value}, None, {"x": type_name}, position=9)
+    assert out == BadRecord(9, reason)
+
+
+def test_projector_unknown_type_is_usage_error() -> None:
+    with pytest.raises(UsageError, match="unknown type 'integer' for field 'n'"):
+        Projector(None, {"n": "integer"})
+
+
+# --------------------------------------------------------------------------- extract_key
+
+
+def test_extract_key_stringifies() -> None:
+    rec = {"PERMIT_NUM": "10 398618 BLD", "REV": 0, "F": 7.0, "G": 2.5, "B": True, "n": {"k": 5}}
+    assert extract_key(rec, ["PERMIT_NUM", "REV", "F", "G", "B", "n.k"]) == (
+        "10 398618 BLD",
+        "0",
+        "7",
+        "2.5",
+        "true",
+        "5",
+    )
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_extract_key_missing_null_or_empty(value: Any) -> None:
+    out = extract_key({"PERMIT_NUM": value, "R": "00"}, ["PERMIT_NUM", "R"], position=4)
+    assert out == BadRecord(4, "missing key field 'PERMIT_NUM'")
+    assert extract_key({"R": "00"}, ["PERMIT_NUM"]) == BadRecord(
+        0, "missing key field 'PERMIT_NUM'"
+    )
+
+
+def test_extract_key_rejects_non_scalar() -> None:
+    out = extract_key({"k": [1, 2]}, ["k"])
+    assert isinstance(out, BadRecord)
+    assert out.reason == "key field 'k' is an array, not a scalar"
+
+
+def test_json_transcoding_error_names_encoding() -> None:
+    with pytest.raises(DocumentError, match=r"not valid ascii near byte 7"):
+        records('[{"a":"é"}]'.encode(), "json", encoding="ascii")
+
+
+def test_json_wrong_path_checked_from_the_starting_position() -> None:
+    stream = io.BytesIO(b"HEADER" + b'{"data": []}')
+    stream.seek(6)
+    assert list(iter_records(stream, "json", record_path="data.item")) == []
