@@ -145,7 +145,7 @@ def test_two_runs_at_once_through_pgbouncer(cli: Any, bouncer: str) -> None:
 def test_twenty_runs_at_once_through_pgbouncer(cli: Any, bouncer: str) -> None:
     env = {"DATABASE_URL": bouncer}
     # Long enough for all twenty to start and try the lock on a small machine.
-    procs = [cli.popen("run", "sleepy", "--param", "seconds=12", env=env) for _ in range(20)]
+    procs = [cli.popen("run", "sleepy", "--param", "seconds=15", env=env) for _ in range(20)]
     results = _finish(procs, timeout=90)
     codes = [code for code, _ in results]
     assert codes.count(0) == 1, results

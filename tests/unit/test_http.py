@@ -328,7 +328,7 @@ def test_mock_sends_conditional_headers(tmp_path: Path) -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(304, headers={"ETag": '"e2"'})
+        return httpx.Response(304, headers={"ETag": '"e2"', "Content-Length": "1234"})
 
     res = download(
         "https://h/x",

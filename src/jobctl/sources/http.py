@@ -62,7 +62,7 @@ T = TypeVar("T")
 
 CHUNK_SIZE = 1 << 20
 FETCH_JSON_MAX_BYTES = 50 * 1024 * 1024
-USER_AGENT = f"jobctl/{__version__} (+https://github.com/jobctl)"
+USER_AGENT = f"jobctl/{__version__}"
 
 
 @dataclass(frozen=True)
@@ -305,6 +305,8 @@ def _stream_request(
 
 def _check_complete(resp: httpx.Response) -> None:
     """Raise _Retryable when fewer bytes arrived than Content-Length announced."""
+    if resp.status_code == 304:  # a 304 may repeat the representation's length, bodiless
+        return
     declared = resp.headers.get("Content-Length")
     if declared is None or not declared.strip().isdigit():
         return

@@ -523,6 +523,20 @@ def _hash_default(value: Any) -> Any:
     raise TypeError(f"cannot hash a {type(value).__name__}")
 
 
+def canonical_bytes(record: Mapping[str, Any]) -> bytes:
+    """The record's canonical JSON (keys sorted, compact, UTF-8): what is hashed and stored."""
+    try:
+        return orjson.dumps(record, default=_hash_default, option=_HASH_OPTS)
+    except orjson.JSONEncodeError:
+        return json.dumps(
+            record,
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            default=_hash_default,
+        ).encode("utf-8")
+
+
 def canonical_hash(record: Mapping[str, Any]) -> bytes:
     """16-byte BLAKE2b digest of the record's canonical JSON (keys sorted, compact, UTF-8).
 
@@ -534,17 +548,7 @@ def canonical_hash(record: Mapping[str, Any]) -> bytes:
     it publishes (jsonb keeps the difference too). ``Decimal`` hashes as its string.
     Integers beyond 64 bits (which orjson refuses) fall back to the stdlib encoder.
     """
-    try:
-        blob = orjson.dumps(record, default=_hash_default, option=_HASH_OPTS)
-    except orjson.JSONEncodeError:
-        blob = json.dumps(
-            record,
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            default=_hash_default,
-        ).encode("utf-8")
-    return hashlib.blake2b(blob, digest_size=16).digest()
+    return hashlib.blake2b(canonical_bytes(record), digest_size=16).digest()
 
 
 # --------------------------------------------------------------------------- projection
