@@ -6,7 +6,7 @@ Every command opens one ``App``, calls one method and renders what it returns.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -60,6 +60,28 @@ class App:
 
     def run(self, name: str, options: RunOptions) -> RunOutcome:
         return self.runner().run(name, options)
+
+    def sync(
+        self,
+        options: RunOptions,
+        *,
+        sources: list[str],
+        on_date: str | None,
+        file: str | None,
+        url: str | None,
+    ) -> RunOutcome:
+        from jobctl.jobs import sync
+
+        sync_plan = sync.plan(self.settings, names=sources, on_date=on_date, file=file, url=url)
+        params = dict(options.params)
+        if on_date:
+            params["date"] = on_date
+        if sources:
+            params["sources"] = ",".join(sources)
+        if options.dry_run:
+            params["dry_run"] = "true"
+        extra = {**options.extra, "kwargs": {"sync_plan": sync_plan}}
+        return self.run("sync", replace(options, params=params, extra=extra))
 
     # -- audit -------------------------------------------------------------
     def list_runs(

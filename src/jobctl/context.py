@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
@@ -63,6 +63,8 @@ class RunContext:
     stats: dict[str, Any] = field(default_factory=dict)
     #: What the run read (file path or URL); the runner stores it with credentials removed.
     source: str | None = None
+    #: Called with (what, records so far) on a terminal; None → plain log lines.
+    progress: Callable[[str, int], None] | None = None
     _conn: Connection | None = field(default=None, repr=False)
 
     @property

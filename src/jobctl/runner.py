@@ -387,6 +387,7 @@ class Runner:
                 attempt=state["attempts"],
                 force=options.force,
                 dry_run=options.dry_run,
+                progress=options.extra.get("progress"),
             )
             ctx.stats.update(options.extra.get("stats", {}))
             state["ctx"] = ctx

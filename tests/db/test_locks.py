@@ -39,15 +39,32 @@ def _held_by(psql: psycopg.Connection[Any], job: str, backend_pid: int) -> bool:
 def _key_in_subprocess(name: str, hashseed: str) -> int:
     out = subprocess.run(
         [sys.executable, "-c", f"from jobctl.db.locks import lock_key; print(lock_key({name!r}))"],
-        env={**os.environ, "PYTHONHASHSEED": hashseed}, capture_output=True, text=True,
-        check=True, timeout=30,
+        env={**os.environ, "PYTHONHASHSEED": hashseed},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     )
     return int(out.stdout)
 
 
 def test_lock_key_is_stable_and_distinct() -> None:
-    names = ["sync", "snapshot", "cleanup", "report", "sleepy", "flaky", "boom", "writer",
-             "Sync", "sync ", "schedule-worker", "a", "b", "ünïcode"]
+    names = [
+        "sync",
+        "snapshot",
+        "cleanup",
+        "report",
+        "sleepy",
+        "flaky",
+        "boom",
+        "writer",
+        "Sync",
+        "sync ",
+        "schedule-worker",
+        "a",
+        "b",
+        "ünïcode",
+    ]
     keys = {name: lock_key(name) for name in names}
     assert len(set(keys.values())) == len(names), keys
     for name, key in keys.items():
@@ -131,8 +148,13 @@ def test_lock_is_freed_when_the_holder_process_is_killed(
         print(lock.backend_pid, flush=True)
         time.sleep(120)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     mine = JobLock(db, "nightly")
     try:
         assert proc.stdout is not None
@@ -164,23 +186,38 @@ def test_sweep_abandoned_marks_only_runs_whose_lock_is_gone(
         assert wrong.try_acquire() and wrong.backend_pid is not None
         with db.begin() as conn:
             live_id = ledger.insert_run(
-                conn, job="alive", status="running", trigger="manual",
-                lock_backend_pid=alive.backend_pid, lock_key=alive.key,
+                conn,
+                job="alive",
+                status="running",
+                trigger="manual",
+                lock_backend_pid=alive.backend_pid,
+                lock_key=alive.key,
             )
             # A backend that holds no lock at all (ours, for this transaction).
             nobody = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
             dead_id = ledger.insert_run(
-                conn, job="dead", status="running", trigger="manual",
-                lock_backend_pid=nobody, lock_key=lock_key("dead"),
+                conn,
+                job="dead",
+                status="running",
+                trigger="manual",
+                lock_backend_pid=nobody,
+                lock_key=lock_key("dead"),
             )
             # A live backend holding a lock, but another job's: not this run's lock.
             mismatch_id = ledger.insert_run(
-                conn, job="dead", status="running", trigger="manual",
-                lock_backend_pid=wrong.backend_pid, lock_key=lock_key("dead"),
+                conn,
+                job="dead",
+                status="running",
+                trigger="manual",
+                lock_backend_pid=wrong.backend_pid,
+                lock_key=lock_key("dead"),
             )
             done_id = ledger.insert_run(conn, job="dead", status="completed", trigger="manual")
-        psql.execute("UPDATE jobctl.runs SET heartbeat_at = started_at + interval '90 seconds'"
-                     " WHERE id = %s", (dead_id,))
+        psql.execute(
+            "UPDATE jobctl.runs SET heartbeat_at = started_at + interval '90 seconds'"
+            " WHERE id = %s",
+            (dead_id,),
+        )
 
         with db.begin() as conn:
             assert ledger.sweep_abandoned(conn, "some-other-job") == []
@@ -217,14 +254,27 @@ def test_sweep_abandoned_marks_only_runs_whose_lock_is_gone(
 
 def test_finish_run_does_not_revive_an_abandoned_run(db: Database) -> None:
     with db.begin() as conn:
-        run_id = ledger.insert_run(conn, job="dead", status="running", trigger="manual",
-                                   lock_backend_pid=0, lock_key=lock_key("dead"))
+        run_id = ledger.insert_run(
+            conn,
+            job="dead",
+            status="running",
+            trigger="manual",
+            lock_backend_pid=0,
+            lock_key=lock_key("dead"),
+        )
     with db.begin() as conn:
         assert ledger.sweep_abandoned(conn) == [run_id]
     with db.begin() as conn:
         assert not ledger.finish_run(
-            conn, run_id, status="completed", attempts=1, counters={}, stats={},
-            error_message=None, error_detail=None, log_tail=[],
+            conn,
+            run_id,
+            status="completed",
+            attempts=1,
+            counters={},
+            stats={},
+            error_message=None,
+            error_detail=None,
+            log_tail=[],
         )
     with db.begin() as conn:
         assert ledger.get_run(conn, run_id)["status"] == "abandoned"  # type: ignore[index]

@@ -76,10 +76,12 @@ def test_session_advisory_lock_does_not_exclude_behind_pgbouncer(
     key = 912_345
     with pgbouncer_url(db_url, pool_size=pool_size) as url:
         with _connect(url) as a, _connect(url) as b:
-            got_a, pid_a = a.execute("SELECT pg_try_advisory_lock(%s), pg_backend_pid()",
-                                     (key,)).fetchone() or (None, None)
-            got_b, pid_b = b.execute("SELECT pg_try_advisory_lock(%s), pg_backend_pid()",
-                                     (key,)).fetchone() or (None, None)
+            got_a, pid_a = a.execute(
+                "SELECT pg_try_advisory_lock(%s), pg_backend_pid()", (key,)
+            ).fetchone() or (None, None)
+            got_b, pid_b = b.execute(
+                "SELECT pg_try_advisory_lock(%s), pg_backend_pid()", (key,)
+            ).fetchone() or (None, None)
             # Both "own" the lock: they were served by the same pooled backend.
             assert got_a is True
             assert got_b is True, "the session lock excluded the second client"

@@ -71,8 +71,9 @@ def global_options(
 
 
 def _register() -> None:
-    from jobctl.cli import db, jobs, runs
+    from jobctl.cli import db, jobs, runs, sync
 
+    sync.register(app)
     runs.register(app)
     jobs.register(app)
     db.register(app)

@@ -61,6 +61,22 @@ schema_migrations = Table(
     Column("applied_at", DateTime(timezone=True), nullable=False),
 )
 
+feed_state = Table(
+    "feed_state",
+    metadata,
+    Column("target", Text, primary_key=True),
+    Column("partition", Text, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("last_synced_at", DateTime(timezone=True), nullable=False),
+    Column("last_run_id", BigInteger),
+    Column("fingerprint", Text),
+    Column("content_sha256", Text),
+    Column("content_bytes", BigInteger),
+    Column("etag", Text),
+    Column("last_modified", Text),
+    Column("rows_active", BigInteger, nullable=False),
+)
+
 # Columns of the ledger as the user sees them (``runs list --json`` keys).
 LEDGER_COLUMNS = [
     c.name for c in runs.columns if c.name not in {"lock_backend_pid", "lock_key", "log_tail"}

@@ -1,0 +1,601 @@
+"""Feed target tables and ``jobctl.feed_state``: stage with COPY, merge in one transaction.
+
+A target table holds, per record: the key columns (text; plus ``partition_date``
+when the date is part of the key), ``data`` (jsonb, the canonical record),
+``hash`` (16-byte BLAKE2b of that canonical JSON), ``first_seen_at``,
+``updated_at``, ``removed_at`` and ``last_seen_at`` (exact only for rows written
+by the run; the view ``<table>_v`` gives the exact value for every row, taken
+from ``jobctl.feed_state`` for rows the last sync saw unchanged).
+
+The apply, in one transaction (a failed or killed sync changes nothing):
+
+* **first load** (no rows yet for the partition): one ``COPY`` straight into the
+  target; duplicate keys within the feed never reach it (detected client-side by
+  a 64-bit key digest) and are applied afterwards, last occurrence winning;
+* **re-sync**: ``COPY`` only ``(ordinal, key, hash)`` of every record into a
+  temporary table while the full rows are spooled to a temporary file; the
+  server names the ordinals whose hash differs or whose key is new; only those
+  rows are sent and upserted. Unchanged rows are neither sent nor rewritten (no
+  WAL, no bloat). Records absent from a complete feed get ``removed_at``;
+  records that come back have it cleared.
+
+Every count comes from the statements' own row counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
+
+from jobctl.db.engine import Database
+from jobctl.errors import DatabaseError, UsageError
+
+log = logging.getLogger("jobctl.sync")
+
+BATCH_BYTES = 1 << 20
+_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def column_name(field_name: str) -> str:
+    """A key field's column: lower-case letters, digits and ``_``."""
+    import re
+
+    name = re.sub(r"[^a-z0-9_]+", "_", field_name.lower()).strip("_") or "key"
+    if name[0].isdigit():
+        name = "k_" + name
+    if name in RESERVED:
+        name = "key_" + name
+    return name[:63]
+
+
+RESERVED = {
+    "data",
+    "hash",
+    "first_seen_at",
+    "updated_at",
+    "removed_at",
+    "last_seen_at",
+    "partition_date",
+}
+
+
+@dataclass(frozen=True)
+class FeedTable:
+    name: str  # "permits" or "schema.permits"
+    key_fields: tuple[str, ...]
+    date_key: bool = False
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        cols = tuple(column_name(f) for f in self.key_fields)
+        if len(set(cols)) != len(cols):
+            raise UsageError(f"key fields {list(self.key_fields)} map to the same column names")
+        return cols
+
+    @property
+    def pk_columns(self) -> tuple[str, ...]:
+        return (("partition_date",) if self.date_key else ()) + self.key_columns
+
+    def ident(self, suffix: str = "") -> sql.Identifier:
+        parts = self.name.split(".")
+        parts[-1] += suffix
+        return sql.Identifier(*parts)
+
+    @property
+    def state_key(self) -> str:
+        return self.name if "." in self.name else f"public.{self.name}"
+
+
+@dataclass
+class ApplyStats:
+    staged: int = 0
+    distinct: int = 0
+    duplicates: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    sent: int = 0
+    first_load: bool = False
+    duplicate_samples: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FeedState:
+    last_synced_at: datetime
+    last_run_id: int | None
+    fingerprint: str | None
+    content_sha256: str | None
+    etag: str | None
+    last_modified: str | None
+    rows_active: int
+
+
+@dataclass(frozen=True)
+class StateUpdate:
+    source: str
+    run_id: int
+    fingerprint: str
+    content_sha256: str | None = None
+    content_bytes: int | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+Row = tuple[tuple[str, ...], bytes]
+
+
+def _key_digest(key: tuple[str, ...]) -> int:
+    return int.from_bytes(
+        hashlib.blake2b("\x1f".join(key).encode(), digest_size=8).digest(), "little"
+    )
+
+
+def _copy_key(key: tuple[str, ...]) -> str:
+    return "\t".join(k.translate(_ESCAPE) for k in key)
+
+
+def _ddl(table: FeedTable) -> sql.Composed:
+    cols: list[sql.Composable] = (
+        [sql.SQL("partition_date date NOT NULL")] if table.date_key else []
+    )
+    cols += [sql.SQL("{} text NOT NULL").format(sql.Identifier(c)) for c in table.key_columns]
+    cols += [
+        sql.SQL("data jsonb NOT NULL"),
+        sql.SQL("hash bytea NOT NULL"),
+        sql.SQL("first_seen_at timestamptz NOT NULL DEFAULT now()"),
+        sql.SQL("updated_at timestamptz NOT NULL DEFAULT now()"),
+        sql.SQL("last_seen_at timestamptz NOT NULL DEFAULT now()"),
+        sql.SQL("removed_at timestamptz"),
+        sql.SQL("CONSTRAINT {} PRIMARY KEY ({})").format(
+            sql.Identifier(table.name.split(".")[-1] + "_pkey"),
+            sql.SQL(", ").join(map(sql.Identifier, table.pk_columns)),
+        ),
+    ]
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+        table.ident(), sql.SQL(", ").join(cols)
+    )
+
+
+def _view(table: FeedTable) -> sql.Composed:
+    part = sql.SQL("t.partition_date::text") if table.date_key else sql.Literal("")
+    keep = [*table.pk_columns, "data", "hash", "first_seen_at", "updated_at", "removed_at"]
+    return sql.SQL(
+        "CREATE OR REPLACE VIEW {view} AS SELECT {cols},"
+        " CASE WHEN t.removed_at IS NULL THEN greatest(t.last_seen_at, s.last_synced_at)"
+        " ELSE t.last_seen_at END AS last_seen_at"
+        " FROM {table} t LEFT JOIN jobctl.feed_state s"
+        " ON s.target = {target} AND s.partition = {part}"
+    ).format(
+        view=table.ident("_v"),
+        cols=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in keep),
+        table=table.ident(),
+        target=sql.Literal(table.state_key),
+        part=part,
+    )
+
+
+def ensure_table(cur: psycopg.Cursor[Any], table: FeedTable) -> None:
+    if "." in table.name:
+        cur.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                sql.Identifier(table.name.split(".")[0])
+            )
+        )
+    cur.execute(_ddl(table))
+    cur.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+        " AND NOT attisdropped",
+        (table.ident().as_string(cur),),
+    )
+    have = {r[0] for r in cur.fetchall()}
+    missing = set(table.pk_columns) | {"data", "hash", "removed_at", "last_seen_at"}
+    missing -= have
+    if missing:
+        raise UsageError(
+            f"table {table.name!r} exists but lacks column(s) {', '.join(sorted(missing))}: "
+            "it was not created by jobctl for this key; choose another table"
+        )
+    cur.execute(_view(table))
+
+
+class _Spool:
+    """Full COPY lines of a re-sync, kept on disk until the server says which to send."""
+
+    def __init__(self, directory: Path | None) -> None:
+        # Closed by close(); a context manager would not fit the spool's lifetime.
+        self.file: IO[bytes] = tempfile.TemporaryFile(  # noqa: SIM115
+            prefix="jobctl-spool-", dir=directory
+        )
+        self.buffer: list[bytes] = []
+        self.size = 0
+
+    def add(self, line: bytes) -> None:
+        self.buffer.append(line)
+        self.size += len(line)
+        if self.size >= BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.file.write(b"".join(self.buffer))
+            self.buffer.clear()
+            self.size = 0
+
+    def selected(self, wanted: bytearray | None = None) -> Iterator[bytes]:
+        """The spooled lines whose ordinal's bit is set in ``wanted`` (all if None)."""
+        self.flush()
+        self.file.seek(0)
+        for ordinal, line in enumerate(self.file):
+            if wanted is None or wanted[ordinal >> 3] & (1 << (ordinal & 7)):
+                yield line
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _Copier:
+    """Batches COPY text lines into ~1 MiB writes (a worker thread sends them)."""
+
+    def __init__(self, copy: psycopg.Copy) -> None:
+        self.copy = copy
+        self.buffer: list[bytes] = []
+        self.size = 0
+
+    def add(self, line: bytes) -> None:
+        self.buffer.append(line)
+        self.size += len(line)
+        if self.size >= BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.copy.write(b"".join(self.buffer))
+            self.buffer.clear()
+            self.size = 0
+
+
+def read_state(db: Database, table: FeedTable, partition: str) -> FeedState | None:
+    try:
+        with db.raw() as conn:
+            row = conn.execute(
+                "SELECT last_synced_at, last_run_id, fingerprint, content_sha256, etag,"
+                " last_modified, rows_active FROM jobctl.feed_state"
+                " WHERE target = %s AND partition = %s",
+                (table.state_key, partition),
+            ).fetchone()
+    except psycopg.Error as exc:
+        raise DatabaseError(f"cannot read the sync state of {table.name!r}: {exc}") from exc
+    return FeedState(*row) if row else None
+
+
+def touch_unchanged(
+    db: Database, table: FeedTable, partition: str, update: StateUpdate, *, dry_run: bool = False
+) -> int:
+    """The feed is known unchanged: record the sync, return the active row count."""
+    where, params = _partition_filter(table, partition)
+    try:
+        with db.raw() as conn, conn.transaction(force_rollback=dry_run):
+            active = conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE removed_at IS NULL").format(table.ident())
+                + where,
+                params,
+            ).fetchone()
+            count = int(active[0]) if active else 0
+            _write_state(conn, table, partition, update, count)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"cannot record the sync of {table.name!r}: {exc}") from exc
+    return count
+
+
+def _partition_filter(table: FeedTable, partition: str) -> tuple[sql.Composable, tuple[Any, ...]]:
+    if table.date_key:
+        return sql.SQL(" AND partition_date = %s"), (date.fromisoformat(partition),)
+    return sql.SQL(""), ()
+
+
+def _write_state(
+    conn: psycopg.Connection[Any],
+    table: FeedTable,
+    partition: str,
+    update: StateUpdate,
+    rows_active: int,
+) -> None:
+    conn.execute(
+        "INSERT INTO jobctl.feed_state (target, partition, source, last_synced_at, last_run_id,"
+        " fingerprint, content_sha256, content_bytes, etag, last_modified, rows_active)"
+        " VALUES (%s, %s, %s, now(), %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (target, partition) DO UPDATE SET source = EXCLUDED.source,"
+        " last_synced_at = EXCLUDED.last_synced_at, last_run_id = EXCLUDED.last_run_id,"
+        " fingerprint = EXCLUDED.fingerprint, content_sha256 = EXCLUDED.content_sha256,"
+        " content_bytes = EXCLUDED.content_bytes, etag = EXCLUDED.etag,"
+        " last_modified = EXCLUDED.last_modified, rows_active = EXCLUDED.rows_active",
+        (
+            table.state_key,
+            partition,
+            update.source,
+            update.run_id,
+            update.fingerprint,
+            update.content_sha256,
+            update.content_bytes,
+            update.etag,
+            update.last_modified,
+            rows_active,
+        ),
+    )
+
+
+def apply_feed(
+    db: Database,
+    table: FeedTable,
+    rows: Iterable[Row],
+    *,
+    partition: str,
+    complete: bool,
+    state: StateUpdate,
+    before_commit: Callable[[ApplyStats], None] = lambda stats: None,
+    dry_run: bool = False,
+    spool_dir: Path | None = None,
+) -> ApplyStats:
+    """Stage ``rows`` (key, canonical JSON) and merge them into ``table`` atomically."""
+    try:
+        with db.raw() as conn:
+            with conn.transaction(force_rollback=dry_run):
+                stats = _apply(conn, table, rows, partition, complete, spool_dir)
+                where, params = _partition_filter(table, partition)
+                found = conn.execute(
+                    sql.SQL("SELECT count(*) FROM {} WHERE removed_at IS NULL").format(
+                        table.ident()
+                    )
+                    + where,
+                    params,
+                ).fetchone()
+                _write_state(conn, table, partition, state, int(found[0]) if found else 0)
+                before_commit(stats)
+            return stats
+    except psycopg.errors.QueryCanceled as exc:
+        raise DatabaseError(f"sync into {table.name!r} was cancelled: {exc}") from exc
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"sync into {table.name!r} failed: {str(exc).strip().splitlines()[0]}"
+        ) from exc
+
+
+def _apply(
+    conn: psycopg.Connection[Any],
+    table: FeedTable,
+    rows: Iterable[Row],
+    partition: str,
+    complete: bool,
+    spool_dir: Path | None,
+) -> ApplyStats:
+    cur = conn.cursor()
+    ensure_table(cur, table)
+    where, params = _partition_filter(table, partition)
+    cur.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE true").format(table.ident())
+        + where
+        + sql.SQL(")"),
+        params,
+    )
+    row = cur.fetchone()
+    has_rows = bool(row and row[0])
+    prefix = f"{partition}\t" if table.date_key else ""
+    if has_rows:
+        return _resync(conn, table, rows, partition, prefix, complete, spool_dir)
+    return _first_load(conn, table, rows, prefix)
+
+
+def _line(prefix: str, key: tuple[str, ...], data: bytes) -> bytes:
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    if b"\\" in data:
+        data = data.replace(b"\\", b"\\\\")
+    return f"{prefix}{_copy_key(key)}\t\\\\x{digest}\t".encode() + data + b"\n"
+
+
+def _first_load(
+    conn: psycopg.Connection[Any], table: FeedTable, rows: Iterable[Row], prefix: str
+) -> ApplyStats:
+    stats = ApplyStats(first_load=True)
+    seen: set[int] = set()
+    dups: _Spool | None = None
+    cols = sql.SQL(", ").join(map(sql.Identifier, [*table.pk_columns, "hash", "data"]))
+    cur = conn.cursor()
+    with cur.copy(
+        sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident(), cols),
+        writer=QueuedLibpqWriter(cur),
+    ) as copy:
+        out = _Copier(copy)
+        for key, data in rows:
+            stats.staged += 1
+            line = _line(prefix, key, data)
+            digest = _key_digest(key)
+            if digest in seen:
+                dups = dups or _Spool(None)
+                dups.add(line)
+                stats.duplicates += 1
+                if len(stats.duplicate_samples) < 20:
+                    stats.duplicate_samples.append("/".join(key))
+                continue
+            seen.add(digest)
+            out.add(line)
+        out.flush()
+    stats.new = stats.distinct = stats.staged - stats.duplicates
+    stats.sent = stats.staged
+    if dups is not None:
+        _apply_duplicates(conn, table, dups)
+        dups.close()
+    return stats
+
+
+def _apply_duplicates(conn: psycopg.Connection[Any], table: FeedTable, dups: _Spool) -> None:
+    """Later occurrences of a key replace the first one (last occurrence wins)."""
+    cur = conn.cursor()
+    cur.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE _jobctl_dups ON COMMIT DROP AS"
+            " SELECT {}, hash, data FROM {} WITH NO DATA"
+        ).format(sql.SQL(", ").join(map(sql.Identifier, table.pk_columns)), table.ident())
+    )
+    cur.execute("ALTER TABLE _jobctl_dups ADD COLUMN ord bigserial")
+    cols = sql.SQL(", ").join(map(sql.Identifier, [*table.pk_columns, "hash", "data"]))
+    with cur.copy(sql.SQL("COPY _jobctl_dups ({}) FROM STDIN").format(cols)) as copy:
+        for line in dups.selected():
+            copy.write(line)
+    match = sql.SQL(" AND ").join(
+        sql.SQL("t.{c} = d.{c}").format(c=sql.Identifier(c)) for c in table.pk_columns
+    )
+    cur.execute(
+        sql.SQL(
+            "UPDATE {t} t SET data = d.data, hash = d.hash FROM (SELECT DISTINCT ON ({pk}) *"
+            " FROM _jobctl_dups ORDER BY {pk}, ord DESC) d WHERE {match}"
+        ).format(
+            t=table.ident(),
+            pk=sql.SQL(", ").join(map(sql.Identifier, table.pk_columns)),
+            match=match,
+        )
+    )
+
+
+def _resync(
+    conn: psycopg.Connection[Any],
+    table: FeedTable,
+    rows: Iterable[Row],
+    partition: str,
+    prefix: str,
+    complete: bool,
+    spool_dir: Path | None,
+) -> ApplyStats:
+    stats = ApplyStats()
+    cur = conn.cursor()
+    cur.execute(
+        "SELECT last_synced_at FROM jobctl.feed_state WHERE target = %s AND partition = %s",
+        (table.state_key, partition),
+    )
+    previous = cur.fetchone()
+    previous_sync = previous[0] if previous else None
+    pk = [sql.Identifier(c) for c in table.pk_columns]
+    pk_list = sql.SQL(", ").join(pk)
+    cur.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE _jobctl_keys ON COMMIT DROP AS SELECT {}, hash FROM {} WITH NO DATA"
+        ).format(pk_list, table.ident())
+    )
+    cur.execute("ALTER TABLE _jobctl_keys ADD COLUMN ord integer")
+    cur.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE _jobctl_data ON COMMIT DROP AS"
+            " SELECT {}, hash, data FROM {} WITH NO DATA"
+        ).format(pk_list, table.ident())
+    )
+    spool = _Spool(spool_dir)
+    seen: set[int] = set()
+    try:
+        with cur.copy(
+            sql.SQL("COPY _jobctl_keys ({}, hash, ord) FROM STDIN").format(pk_list),
+            writer=QueuedLibpqWriter(cur),
+        ) as copy:
+            out = _Copier(copy)
+            ordinal = -1
+            for ordinal, (key, data) in enumerate(rows):
+                line = _line(prefix, key, data)
+                spool.add(line)
+                # keys + hash, without the data: the line up to the last tab
+                cut = line.index(b"\t\\\\x") + 36
+                out.add(line[:cut] + b"\t%d\n" % ordinal)
+                digest = _key_digest(key)
+                if digest in seen:
+                    stats.duplicates += 1
+                    if len(stats.duplicate_samples) < 20:
+                        stats.duplicate_samples.append("/".join(key))
+                else:
+                    seen.add(digest)
+            out.flush()
+        stats.staged = ordinal + 1
+        del seen
+        stats.distinct = stats.staged - stats.duplicates
+        winners = "_jobctl_keys"
+        if stats.duplicates:
+            cur.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE _jobctl_winners ON COMMIT DROP AS SELECT DISTINCT ON"
+                    " ({pk}) * FROM _jobctl_keys ORDER BY {pk}, ord DESC"
+                ).format(pk=pk_list)
+            )
+            winners = "_jobctl_winners"
+        cur.execute(f"ANALYZE {winners}")
+        match = sql.SQL(" AND ").join(sql.SQL("t.{c} = w.{c}").format(c=c) for c in pk)
+        wanted = bytearray((stats.staged >> 3) + 1)
+        changed = 0
+        with cur.copy(
+            sql.SQL(
+                "COPY (SELECT w.ord FROM {w} w LEFT JOIN {t} t ON {match}"
+                " WHERE t.hash IS DISTINCT FROM w.hash) TO STDOUT"
+            ).format(w=sql.Identifier(winners), t=table.ident(), match=match)
+        ) as copy:
+            for chunk in copy:
+                for number in bytes(chunk).split():
+                    ordinal = int(number)
+                    wanted[ordinal >> 3] |= 1 << (ordinal & 7)
+                    changed += 1
+        if changed:
+            with cur.copy(
+                sql.SQL("COPY _jobctl_data ({}, hash, data) FROM STDIN").format(pk_list),
+                writer=QueuedLibpqWriter(cur),
+            ) as copy:
+                out = _Copier(copy)
+                for line in spool.selected(wanted):
+                    out.add(line)
+                out.flush()
+        stats.sent = changed
+    finally:
+        spool.close()
+    if changed:
+        cur.execute(
+            sql.SQL(
+                "WITH up AS (INSERT INTO {t} AS t ({pk}, hash, data)"
+                " SELECT {pk}, hash, data FROM _jobctl_data"
+                " ON CONFLICT ({pk}) DO UPDATE SET data = EXCLUDED.data, hash = EXCLUDED.hash,"
+                " updated_at = now(), last_seen_at = now(), removed_at = NULL"
+                " RETURNING (xmax = 0) AS inserted)"
+                " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
+                " FROM up"
+            ).format(t=table.ident(), pk=pk_list)
+        )
+        result = cur.fetchone()
+        assert result is not None
+        stats.new, stats.updated = int(result[0]), int(result[1])
+    # Records that come back unchanged after being removed.
+    where, params = _partition_filter(table, partition)
+    cur.execute(
+        sql.SQL(
+            "UPDATE {t} t SET removed_at = NULL, updated_at = now(), last_seen_at = now()"
+            " FROM {w} w WHERE {match} AND t.removed_at IS NOT NULL"
+        ).format(t=table.ident(), w=sql.Identifier(winners), match=match)
+    )
+    stats.updated += cur.rowcount
+    stats.unchanged = stats.distinct - stats.new - stats.updated
+    if complete:
+        kmatch = sql.SQL(" AND ").join(sql.SQL("k.{c} = t.{c}").format(c=c) for c in pk)
+        cur.execute(
+            # last_seen_at: the previous sync saw it (unchanged rows were not rewritten).
+            sql.SQL(
+                "UPDATE {t} t SET removed_at = now(), updated_at = now(),"
+                " last_seen_at = greatest(t.last_seen_at, %s) WHERE t.removed_at IS NULL"
+            ).format(t=table.ident())
+            + where
+            + sql.SQL(" AND NOT EXISTS (SELECT 1 FROM _jobctl_keys k WHERE {})").format(kmatch),
+            (previous_sync, *params),
+        )
+        stats.removed = cur.rowcount
+    return stats

@@ -1,0 +1,452 @@
+"""``jobctl sync``: read each configured source for a date and apply it to its table.
+
+fetch (HTTP download or local file) → recognise an unchanged feed (HTTP
+validators, or the same content digest and settings as the last sync) → stream
+records → select/rename/coerce fields → key → canonical JSON → stage and merge
+(:mod:`jobctl.db.feedstore`) → data-quality checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jobctl.config import Settings
+from jobctl.context import RunContext
+from jobctl.db.feedstore import (
+    ApplyStats,
+    FeedTable,
+    StateUpdate,
+    apply_feed,
+    read_state,
+    touch_unchanged,
+)
+from jobctl.durations import parse_date
+from jobctl.errors import JobError, UsageError
+from jobctl.registry import JobSpec
+from jobctl.sources.parse import (
+    BadRecord,
+    Projector,
+    canonical_bytes,
+    extract_key,
+    iter_records,
+    open_source,
+)
+from jobctl.sources.spec import SourceConfig, parse_sources
+
+ERROR_SAMPLES = 20
+PROGRESS_EVERY = 5.0  # seconds between progress reports
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """What one sync run will read: validated before the run row is written."""
+
+    sources: tuple[SourceConfig, ...]
+    date: date | None = None
+    file: Path | None = None
+    url: str | None = None
+
+
+def sources_of(settings: Settings) -> dict[str, SourceConfig]:
+    return parse_sources(
+        settings.sections.get("sources"),
+        origin=str(settings.sections.get("__origin__", "jobctl.toml")),
+        default_tz=settings.timezone,
+    )
+
+
+def plan(
+    settings: Settings,
+    *,
+    names: Sequence[str] = (),
+    on_date: str | None = None,
+    file: str | None = None,
+    url: str | None = None,
+) -> SyncPlan:
+    """Validate the command line against the configuration (UsageError, exit 2)."""
+    available = sources_of(settings)
+    if not available:
+        raise UsageError("no sources are configured: add a [sources.NAME] table to jobctl.toml")
+    for name in names:
+        if name not in available:
+            raise UsageError(f"unknown source {name!r} (configured: {', '.join(available)})")
+    chosen = tuple(available[n] for n in names) if names else tuple(available.values())
+    if file and url:
+        raise UsageError("give --file or --url, not both")
+    if (file or url) and len(chosen) != 1:
+        raise UsageError("--file and --url replace one source's location: add --source NAME")
+    path = None
+    if file:
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--file {file!r} does not exist or is not a file")
+    if url and not url.startswith(("http://", "https://")):
+        raise UsageError(f"--url {url!r} must start with http:// or https://")
+    day = None
+    if on_date is not None:
+        day = parse_date(on_date, what="--date")
+        latest = max(datetime.now(ZoneInfo(s.timezone)).date() for s in chosen)
+        if day > latest:
+            raise UsageError(f"--date {on_date} is in the future")
+    return SyncPlan(chosen, day, path, url)
+
+
+def default_date(source: SourceConfig, ctx: RunContext) -> date:
+    """``today`` or ``yesterday`` in the source's zone, relative to the slot if any."""
+    zone = ZoneInfo(source.timezone)
+    base = (ctx.scheduled_for or datetime.now(UTC)).astimezone(zone).date()
+    return base - timedelta(days=1) if source.date == "yesterday" else base
+
+
+def run(ctx: RunContext, sync_plan: SyncPlan | None = None) -> None:
+    """Sync every source of the plan (all configured sources by default)."""
+    plan_ = sync_plan or plan(ctx.settings)
+    per_source: dict[str, Any] = {}
+    locations = []
+    for source in plan_.sources:
+        day = plan_.date or default_date(source, ctx)
+        ctx.partition = day.isoformat()
+        location = _location(source, day, plan_, ctx.settings)
+        locations.append(location)
+        ctx.source = ", ".join(locations)
+        per_source[source.name] = _sync_source(ctx, source, day, location)
+        ctx.stats["sources"] = per_source
+
+
+def _location(source: SourceConfig, day: date, plan: SyncPlan, settings: Settings) -> str:
+    if plan.file is not None:
+        return str(plan.file.resolve())
+    if plan.url is not None:
+        return plan.url
+    template = source.location
+    filled = template.replace("{date}", day.isoformat())
+    if source.path is not None:
+        path = Path(filled).expanduser()
+        return str(path if path.is_absolute() else settings.base_dir / path)
+    return filled
+
+
+def _fingerprint(source: SourceConfig) -> str:
+    relevant = (
+        source.table,
+        source.key,
+        source.format,
+        source.record_path,
+        source.encoding,
+        source.delimiter,
+        sorted((source.fields or {}).items()),
+        sorted((source.types or {}).items()),
+        source.date_dependent,
+        source.complete,
+    )
+    return hashlib.sha256(repr(relevant).encode()).hexdigest()[:32]
+
+
+def _file_digest(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _sync_source(ctx: RunContext, source: SourceConfig, day: date, location: str) -> dict[str, Any]:
+    table = FeedTable(source.table, source.key, source.date_dependent)
+    partition = day.isoformat() if source.date_dependent else ""
+    fingerprint = _fingerprint(source)
+    previous = read_state(ctx.db, table, partition)
+    same_settings = previous is not None and previous.fingerprint == fingerprint
+    info: dict[str, Any] = {"table": source.table, "date": day.isoformat()}
+    with tempfile.TemporaryDirectory(prefix="jobctl-sync-") as tmp:
+        update = StateUpdate(source=source.name, run_id=ctx.run_id, fingerprint=fingerprint)
+        if location.startswith(("http://", "https://")):
+            from jobctl.sources.http import download
+
+            headers = dict(source.headers)
+            if source.token:
+                headers.setdefault("Authorization", f"Bearer {source.token}")
+            use_validators = source.conditional and same_settings and not ctx.force
+            ctx.log.info("%s: downloading", source.name)
+            result = download(
+                location,
+                Path(tmp) / "feed",
+                headers=headers,
+                timeout=source.timeout.total_seconds(),
+                connect_timeout=source.connect_timeout.total_seconds(),
+                retries=source.retries,
+                backoff=source.backoff.total_seconds(),
+                etag=previous.etag if use_validators and previous else None,
+                last_modified=previous.last_modified if use_validators and previous else None,
+            )
+            info.update(http_status=result.status, bytes=result.bytes, attempts=result.attempts)
+            update = StateUpdate(
+                source=source.name,
+                run_id=ctx.run_id,
+                fingerprint=fingerprint,
+                content_sha256=result.sha256 or (previous.content_sha256 if previous else None),
+                content_bytes=result.bytes,
+                etag=result.etag,
+                last_modified=result.last_modified,
+            )
+            if result.not_modified:
+                return _unchanged(ctx, table, partition, update, info, "HTTP 304 Not Modified")
+            assert result.path is not None
+            path = result.path
+        else:
+            path = Path(location)
+            if not path.is_file():
+                raise JobError(f"{source.name}: feed file {location!r} does not exist")
+            sha, size = _file_digest(path)
+            update = StateUpdate(
+                source=source.name,
+                run_id=ctx.run_id,
+                fingerprint=fingerprint,
+                content_sha256=sha,
+                content_bytes=size,
+            )
+            info["bytes"] = size
+        if (
+            same_settings
+            and previous is not None
+            and not ctx.force
+            and update.content_sha256
+            and previous.content_sha256 == update.content_sha256
+        ):
+            return _unchanged(
+                ctx, table, partition, update, info, "same content as the last sync (sha256)"
+            )
+        return _apply(ctx, source, table, partition, path, update, info)
+
+
+def _unchanged(
+    ctx: RunContext,
+    table: FeedTable,
+    partition: str,
+    update: StateUpdate,
+    info: dict[str, Any],
+    why: str,
+) -> dict[str, Any]:
+    active = touch_unchanged(ctx.db, table, partition, update, dry_run=ctx.dry_run)
+    ctx.log.info("%s: feed unchanged (%s): %d records unchanged", update.source, why, active)
+    ctx.counters.add({"total": active, "unchanged": active})
+    info.update(not_modified=True, reason=why, unchanged=active)
+    return info
+
+
+def _apply(
+    ctx: RunContext,
+    source: SourceConfig,
+    table: FeedTable,
+    partition: str,
+    path: Path,
+    update: StateUpdate,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    reader = _Reader(source, ctx)
+    started = time.monotonic()
+
+    def check(stats: ApplyStats) -> None:
+        errors = reader.errors + stats.duplicates
+        total = reader.total
+        if stats.duplicates:
+            reader.samples.extend(
+                {"key": k, "reason": "duplicate key: an earlier occurrence was replaced"}
+                for k in stats.duplicate_samples[: max(0, ERROR_SAMPLES - len(reader.samples))]
+            )
+        if total and errors / total > source.max_error_ratio:
+            raise JobError(
+                f"{source.name}: {errors} of {total} records are bad "
+                f"({errors / total:.1%} > max_error_ratio {source.max_error_ratio:.1%}); "
+                "nothing was applied"
+            )
+        if stats.distinct == 0 and stats.removed > 0:
+            raise JobError(
+                f"{source.name}: the feed has no usable records; refusing to mark "
+                f"{stats.removed} rows removed (nothing was applied)"
+            )
+
+    with open_source(path) as stream:
+        records = iter_records(
+            stream,
+            source.format,
+            record_path=source.record_path,
+            encoding=source.encoding,
+            delimiter=source.delimiter,
+        )
+        stats = apply_feed(
+            ctx.db,
+            table,
+            reader.rows(records),
+            partition=partition,
+            complete=source.complete,
+            state=update,
+            before_commit=check,
+            dry_run=ctx.dry_run,
+        )
+    elapsed = time.monotonic() - started
+    errors = reader.errors + stats.duplicates
+    ctx.counters.add(
+        {
+            "total": reader.total,
+            "new": stats.new,
+            "updated": stats.updated,
+            "unchanged": stats.unchanged,
+            "removed": stats.removed,
+            "errors": errors,
+        }
+    )
+    info.update(
+        records=reader.total,
+        new=stats.new,
+        updated=stats.updated,
+        unchanged=stats.unchanged,
+        removed=stats.removed,
+        errors=errors,
+        duplicates=stats.duplicates,
+        rows_sent=stats.sent,
+        first_load=stats.first_load,
+        seconds=round(elapsed, 3),
+        records_per_second=int(reader.total / elapsed) if elapsed > 0 else None,
+    )
+    if reader.samples:
+        info["error_samples"] = reader.samples[:ERROR_SAMPLES]
+    verb = "would apply" if ctx.dry_run else "applied"
+    ctx.log.info(
+        "%s: %s %d records in %.1fs: %d new, %d updated, %d unchanged, %d removed, %d errors",
+        source.name,
+        verb,
+        reader.total,
+        elapsed,
+        stats.new,
+        stats.updated,
+        stats.unchanged,
+        stats.removed,
+        errors,
+    )
+    if source.checks and not ctx.dry_run:
+        info["checks"] = run_checks(ctx, source, partition)
+    return info
+
+
+class _Reader:
+    """Turns parsed records into (key, canonical JSON), counting and sampling bad ones."""
+
+    def __init__(self, source: SourceConfig, ctx: RunContext) -> None:
+        self.source = source
+        self.ctx = ctx
+        self.total = 0
+        self.errors = 0
+        self.samples: list[dict[str, Any]] = []
+        self.project = (
+            Projector(source.fields, source.types) if source.fields or source.types else None
+        )
+        self.progress: Callable[[str, int], None] | None = getattr(ctx, "progress", None)
+
+    def bad(self, item: BadRecord) -> None:
+        self.errors += 1
+        if len(self.samples) < ERROR_SAMPLES:
+            self.samples.append({"position": item.position, "key": item.key, "reason": item.reason})
+
+    def rows(
+        self, records: Iterator[dict[str, Any] | BadRecord]
+    ) -> Iterator[tuple[tuple[str, ...], bytes]]:
+        key_fields = self.source.key
+        project = self.project
+        next_report = time.monotonic() + PROGRESS_EVERY
+        started = time.monotonic()
+        total = 0
+        for item in records:
+            total += 1
+            if total & 0x3FFF == 0 and time.monotonic() >= next_report:
+                self.total = total
+                self._report(total, started)
+                next_report = time.monotonic() + PROGRESS_EVERY
+            if isinstance(item, BadRecord):
+                self.bad(item)
+                continue
+            record = project(item, total) if project is not None else item
+            if isinstance(record, BadRecord):
+                self.bad(record)
+                continue
+            key = extract_key(record, key_fields, position=total)
+            if isinstance(key, BadRecord):
+                self.bad(key)
+                continue
+            data = canonical_bytes(record)
+            if b"\\u0000" in data or any("\x00" in k for k in key):
+                self.bad(
+                    BadRecord(
+                        total,
+                        "contains a NUL character, which PostgreSQL cannot store",
+                        "/".join(key).replace("\x00", ""),
+                    )
+                )
+                continue
+            yield key, data
+        self.total = total
+
+    def _report(self, total: int, started: float) -> None:
+        rate = total / max(time.monotonic() - started, 1e-6)
+        if self.progress is not None:
+            self.progress(self.source.name, total)
+        else:
+            self.ctx.log.info("%s: %d records read (%d/s)", self.source.name, total, rate)
+
+
+def run_checks(ctx: RunContext, source: SourceConfig, partition: str) -> list[dict[str, Any]]:
+    """Data-quality checks after the sync: failures are warnings, never a failed sync."""
+    from sqlalchemy import text
+
+    results = []
+    for check in source.checks:
+        entry: dict[str, Any] = {"name": check.name, "min": check.min, "max": check.max}
+        try:
+            with ctx.transaction() as conn:
+                params = {"partition_date": partition or None}
+                stmt = text(check.sql)
+                bound = {k: v for k, v in params.items() if f":{k}" in check.sql}
+                value = conn.execute(stmt, bound).scalar()
+            number = float(value) if value is not None else None
+            entry["value"] = number
+            ok = (
+                number is not None
+                and (check.min is None or number >= check.min)
+                and (check.max is None or number <= check.max)
+            )
+            entry["ok"] = ok
+        except Exception as exc:  # a broken check must not fail a good sync
+            entry.update(ok=False, error=str(exc).strip().splitlines()[0][:300])
+        if not entry["ok"]:
+            ctx.log.warning(
+                "%s: check %r failed: value %s (min %s, max %s)%s",
+                source.name,
+                check.name,
+                entry.get("value"),
+                check.min,
+                check.max,
+                f": {entry['error']}" if "error" in entry else "",
+            )
+            ctx.stats.setdefault("warnings", []).append(f"check {check.name!r} failed")
+        results.append(entry)
+    return results
+
+
+SPEC = JobSpec(
+    "sync",
+    run,
+    "Ingest each configured feed into its table with change detection",
+    builtin=True,
+    date_based=True,
+)
+
+__all__ = ["SPEC", "SyncPlan", "plan", "run", "sources_of"]
