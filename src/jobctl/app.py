@@ -83,6 +83,21 @@ class App:
         extra = {**options.extra, "kwargs": {"sync_plan": sync_plan}}
         return self.run("sync", replace(options, params=params, extra=extra))
 
+    def snapshot(self, options: RunOptions, *, sets: list[str], on_date: str | None,
+                 periods: list[str]) -> RunOutcome:
+        from jobctl.jobs import snapshot
+
+        snapshot_plan = snapshot.plan(self.settings, names=sets, on_date=on_date, periods=periods)
+        params = dict(options.params)
+        if on_date:
+            params["date"] = on_date
+        if sets:
+            params["sets"] = ",".join(sets)
+        if periods:
+            params["periods"] = ",".join(periods)
+        extra = {**options.extra, "kwargs": {"snapshot_plan": snapshot_plan}}
+        return self.run("snapshot", replace(options, params=params, extra=extra))
+
     # -- audit -------------------------------------------------------------
     def list_runs(
         self, *, job: str | None, status: str | None, since: timedelta | None, limit: int

@@ -111,9 +111,11 @@ def run(ctx: RunContext, sync_plan: SyncPlan | None = None) -> None:
     plan_ = sync_plan or plan(ctx.settings)
     per_source: dict[str, Any] = {}
     locations = []
+    # The run's partition: the date asked for, else the one date all sources share.
+    days = {plan_.date or default_date(source, ctx) for source in plan_.sources}
+    ctx.partition = days.pop().isoformat() if len(days) == 1 else None
     for source in plan_.sources:
         day = plan_.date or default_date(source, ctx)
-        ctx.partition = day.isoformat()
         location = _location(source, day, plan_, ctx.settings)
         locations.append(location)
         ctx.source = ", ".join(locations)

@@ -1,0 +1,265 @@
+"""``jobctl snapshot``: compute named snapshot sets for day / week / month periods.
+
+::
+
+    [snapshots.permits_by_ward]
+    table = "snap_permits_by_ward"
+    key = ["ward"]
+    periods = ["day", "week", "month"]
+    week_start = "monday"          # ISO weeks by default
+    requires_sync = true           # the day must have a completed sync first
+    query = '''
+      SELECT data->>'WARD' AS ward, count(*) AS permits
+      FROM permits WHERE (data->>'ISSUED_DATE')::date >= :period_start
+                     AND (data->>'ISSUED_DATE')::date <  :period_end
+      GROUP BY 1'''
+
+Default run: yesterday's day, plus the week / month that ended yesterday.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import text
+
+from jobctl.config import Settings
+from jobctl.context import RunContext
+from jobctl.db.snapshots import replace_period
+from jobctl.durations import parse_date
+from jobctl.errors import ConfigError, JobError, UsageError
+from jobctl.periods import (
+    PERIOD_TYPES,
+    WEEKDAYS,
+    Period,
+    PeriodType,
+    period_containing,
+    periods_closing_on,
+)
+from jobctl.registry import JobSpec
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+_KEYS = {
+    "table",
+    "key",
+    "periods",
+    "query",
+    "week_start",
+    "requires_sync",
+    "description",
+    "timezone",
+}
+
+
+@dataclass(frozen=True)
+class SnapshotSet:
+    name: str
+    table: str
+    key: tuple[str, ...]
+    query: str
+    periods: tuple[PeriodType, ...] = PERIOD_TYPES
+    week_start: int = 0
+    requires_sync: bool = False
+    timezone: str = "UTC"
+    description: str = ""
+
+
+def snapshot_sets(settings: Settings) -> dict[str, SnapshotSet]:
+    raw = settings.sections.get("snapshots")
+    origin = str(settings.sections.get("__origin__", "jobctl.toml"))
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            "must be a table of [snapshots.NAME] tables", key="snapshots", origin=origin
+        )
+    return {n: _parse(n, t, origin, settings.timezone) for n, t in raw.items()}
+
+
+def _parse(name: str, t: Any, origin: str, default_tz: str) -> SnapshotSet:
+    prefix = f"snapshots.{name}"
+
+    def bad(key: str, message: str) -> ConfigError:
+        return ConfigError(message, key=f"{prefix}.{key}" if key else prefix, origin=origin)
+
+    if not isinstance(t, dict):
+        raise bad("", "must be a table")
+    for key in t:
+        if key not in _KEYS:
+            raise bad(key, f"unknown key (known: {', '.join(sorted(_KEYS))})")
+    table = t.get("table")
+    if not isinstance(table, str) or not _IDENT.match(table):
+        raise bad("table", f"{table!r} is not a table name (letters, digits, _; schema.table)")
+    key = t.get("key")
+    if isinstance(key, str):
+        key = [key]
+    if (
+        not key
+        or not isinstance(key, list)
+        or not all(isinstance(k, str) and re.match(r"^[a-z_][a-z0-9_]*$", k) for k in key)
+    ):
+        raise bad("key", "must name the query's key columns (lower-case identifiers)")
+    query = t.get("query")
+    if not isinstance(query, str) or ":period_start" not in query or ":period_end" not in query:
+        raise bad("query", "must be a SQL query using :period_start and :period_end")
+    periods = t.get("periods", list(PERIOD_TYPES))
+    if isinstance(periods, str):
+        periods = [periods]
+    if not isinstance(periods, list) or not periods or any(p not in PERIOD_TYPES for p in periods):
+        raise bad("periods", f"{periods!r}: use a list of {', '.join(PERIOD_TYPES)}")
+    week_start = t.get("week_start", "monday")
+    if not isinstance(week_start, str) or week_start.lower() not in WEEKDAYS:
+        raise bad("week_start", f"{week_start!r} is not a weekday name")
+    requires = t.get("requires_sync", False)
+    if not isinstance(requires, bool):
+        raise bad("requires_sync", f"{requires!r} is not true or false")
+    zone = t.get("timezone", default_tz)
+    from jobctl.config import check_timezone
+
+    check_timezone(zone, key=f"{prefix}.timezone", origin=origin)
+    return SnapshotSet(
+        name=name,
+        table=table,
+        key=tuple(key),
+        query=query,
+        periods=tuple(cast(PeriodType, p) for p in dict.fromkeys(periods)),
+        week_start=WEEKDAYS.index(week_start.lower()),
+        requires_sync=requires,
+        timezone=zone,
+        description=str(t.get("description", "")),
+    )
+
+
+@dataclass(frozen=True)
+class SnapshotPlan:
+    sets: tuple[SnapshotSet, ...]
+    date: date | None = None
+    periods: tuple[PeriodType, ...] = ()  # empty: the defaults (day + just-closed periods)
+
+
+def plan(
+    settings: Settings,
+    *,
+    names: Sequence[str] = (),
+    on_date: str | None = None,
+    periods: Sequence[str] = (),
+) -> SnapshotPlan:
+    available = snapshot_sets(settings)
+    if not available:
+        raise UsageError("no snapshot sets are configured: add a [snapshots.NAME] table")
+    for name in names:
+        if name not in available:
+            raise UsageError(f"unknown snapshot set {name!r} (configured: {', '.join(available)})")
+    for p in periods:
+        if p not in PERIOD_TYPES:
+            raise UsageError(f"--period {p!r} is not one of {', '.join(PERIOD_TYPES)}")
+    chosen = tuple(available[n] for n in names) if names else tuple(available.values())
+    day = None
+    if on_date is not None:
+        day = parse_date(on_date, what="--date")
+        today = datetime.now(ZoneInfo(settings.timezone)).date()
+        if day > today:
+            raise UsageError(f"--date {on_date} is in the future")
+    return SnapshotPlan(chosen, day, tuple(cast(PeriodType, p) for p in dict.fromkeys(periods)))
+
+
+def default_date(ctx: RunContext, zone: str) -> date:
+    """Yesterday in ``zone``, relative to the slot the run serves if any."""
+    base = (ctx.scheduled_for or datetime.now(UTC)).astimezone(ZoneInfo(zone)).date()
+    return base - timedelta(days=1)
+
+
+def periods_for(snapshot: SnapshotSet, day: date, asked: Sequence[PeriodType]) -> list[Period]:
+    if asked:
+        return [
+            period_containing(k, day, snapshot.week_start) for k in asked if k in snapshot.periods
+        ]
+    return periods_closing_on(day, snapshot.periods, snapshot.week_start)
+
+
+def run(ctx: RunContext, snapshot_plan: SnapshotPlan | None = None) -> None:
+    plan_ = snapshot_plan or plan(ctx.settings)
+    day = plan_.date or default_date(ctx, ctx.settings.timezone)
+    ctx.partition = day.isoformat()
+    results: dict[str, Any] = {}
+    for snapshot in plan_.sets:
+        if snapshot.requires_sync:
+            _require_sync(ctx, snapshot, day)
+        for period in periods_for(snapshot, day, plan_.periods):
+            started = time.monotonic()
+            counts = replace_period(
+                ctx.db,
+                table=snapshot.table,
+                key=snapshot.key,
+                query=snapshot.query,
+                period=period,
+                timezone=snapshot.timezone,
+                run_id=ctx.run_id,
+                dry_run=ctx.dry_run,
+            )
+            seconds = time.monotonic() - started
+            ctx.counters.add(
+                {
+                    "total": counts.rows,
+                    "new": counts.new,
+                    "updated": counts.updated,
+                    "unchanged": counts.unchanged,
+                    "deleted": counts.deleted,
+                }
+            )
+            results.setdefault(snapshot.name, []).append(
+                {
+                    "period": period.type,
+                    "start": period.start.isoformat(),
+                    "end": period.end.isoformat(),
+                    "rows": counts.rows,
+                    "new": counts.new,
+                    "updated": counts.updated,
+                    "unchanged": counts.unchanged,
+                    "deleted": counts.deleted,
+                    "seconds": round(seconds, 3),
+                }
+            )
+            ctx.log.info(
+                "%s: %s: %d rows (%d new, %d updated, %d unchanged, %d deleted) in %.2fs",
+                snapshot.name,
+                period,
+                counts.rows,
+                counts.new,
+                counts.updated,
+                counts.unchanged,
+                counts.deleted,
+                seconds,
+            )
+        ctx.stats["snapshots"] = results
+
+
+def _require_sync(ctx: RunContext, snapshot: SnapshotSet, day: date) -> None:
+    with ctx.transaction() as conn:
+        done = conn.execute(
+            text(
+                "SELECT id FROM jobctl.runs WHERE job = 'sync' AND status = 'completed'"
+                " AND partition = :day LIMIT 1"
+            ),
+            {"day": day.isoformat()},
+        ).first()
+    if done is None:
+        raise JobError(
+            f"snapshot set {snapshot.name!r} needs a completed sync for {day} and there is "
+            f"none; run 'jobctl sync --date {day}' first (or set requires_sync = false)"
+        )
+
+
+SPEC = JobSpec(
+    "snapshot",
+    run,
+    "Roll facts up into day / week / month snapshot tables",
+    builtin=True,
+    date_based=True,
+)
