@@ -15,6 +15,7 @@ from jobctl.config import Settings
 from jobctl.db import ledger
 from jobctl.db.engine import Database, open_database
 from jobctl.errors import UsageError
+from jobctl.gaps import Gap
 from jobctl.registry import JobSpec, all_jobs
 from jobctl.runner import Runner, RunOptions, RunOutcome
 
@@ -83,8 +84,9 @@ class App:
         extra = {**options.extra, "kwargs": {"sync_plan": sync_plan}}
         return self.run("sync", replace(options, params=params, extra=extra))
 
-    def snapshot(self, options: RunOptions, *, sets: list[str], on_date: str | None,
-                 periods: list[str]) -> RunOutcome:
+    def snapshot(
+        self, options: RunOptions, *, sets: list[str], on_date: str | None, periods: list[str]
+    ) -> RunOutcome:
         from jobctl.jobs import snapshot
 
         snapshot_plan = snapshot.plan(self.settings, names=sets, on_date=on_date, periods=periods)
@@ -97,6 +99,49 @@ class App:
             params["periods"] = ",".join(periods)
         extra = {**options.extra, "kwargs": {"snapshot_plan": snapshot_plan}}
         return self.run("snapshot", replace(options, params=params, extra=extra))
+
+    def backfill(
+        self,
+        options: RunOptions,
+        *,
+        start: str,
+        end: str,
+        jobs: list[str],
+        missing: bool,
+        continue_on_error: bool,
+    ) -> RunOutcome:
+        from jobctl.jobs import backfill
+
+        backfill_plan = backfill.plan(
+            self.settings,
+            start=start,
+            end=end,
+            jobs=jobs,
+            missing=missing,
+            force=options.force,
+            continue_on_error=continue_on_error,
+        )
+        params = {**options.params, "from": start, "to": end, "jobs": ",".join(backfill_plan.jobs)}
+        if missing:
+            params["missing"] = "true"
+        extra = {**options.extra, "kwargs": {"backfill_plan": backfill_plan}}
+        # --force applies to the children's dates, not to the backfill's own slot.
+        return self.run("backfill", replace(options, params=params, extra=extra))
+
+    def gaps(self, job: str, since: timedelta, now: datetime | None = None) -> list[Gap]:
+        from jobctl.gaps import missing
+
+        now = now or datetime.now(UTC)
+        cfg = self.settings.job(job)
+        if job not in self.jobs and job not in self.settings.jobs:
+            from jobctl.registry import resolve
+
+            resolve(job, self.jobs, self.settings.jobs)
+        if not cfg.schedule:
+            raise UsageError(f"job {job!r} has no schedule (set jobs.{job}.schedule)")
+        with self.db.begin() as conn:
+            ledger.sweep_abandoned(conn, job)
+            return missing(conn, self.settings, self.jobs.get(job), cfg, now - since, now)
 
     # -- audit -------------------------------------------------------------
     def list_runs(

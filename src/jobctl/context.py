@@ -63,9 +63,21 @@ class RunContext:
     stats: dict[str, Any] = field(default_factory=dict)
     #: What the run read (file path or URL); the runner stores it with credentials removed.
     source: str | None = None
-    #: Called with (what, records so far) on a terminal; None → plain log lines.
-    progress: Callable[[str, int], None] | None = None
+    #: Called with (what, done so far[, total]) on a terminal; None → plain log lines.
+    progress: Callable[..., None] | None = None
     _conn: Connection | None = field(default=None, repr=False)
+    _start_child: Callable[..., Any] | None = field(default=None, repr=False)
+
+    def run_child(self, job: str, options: Any) -> Any:
+        """Run another job (or this one for another date) as a child run of this one.
+
+        The child goes through the runner like any run: its own job lock (waited
+        for, never a per-date lock), its own ledger row with ``parent_id``.
+        Returns its :class:`jobctl.runner.RunOutcome`.
+        """
+        if self._start_child is None:
+            raise RuntimeError("this context cannot start child runs")
+        return self._start_child(job, options, self.run_id)
 
     @property
     def slot_date(self) -> date | None:

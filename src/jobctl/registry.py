@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ class JobSpec:
     builtin: bool = False
     #: True when the job's work depends on the date (catch-up ``all`` allowed).
     date_based: bool = False
+    #: The date (``partition``) a run serving a slot works on; a completed run with that
+    #: partition covers the slot too (e.g. ``jobctl snapshot --date D`` run by hand).
+    served_date: Callable[[Any, datetime], date | None] | None = None
 
 
 _USER_JOBS: dict[str, JobSpec] = {}

@@ -17,9 +17,10 @@ import _thread
 import logging
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
@@ -89,6 +90,7 @@ class RunOutcome:
     stats: Mapping[str, Any] = field(default_factory=dict)
     scheduled_for: datetime | None = None
     partition: str | None = None
+    duration_ms: int | None = None
 
 
 def default_trigger(env: Mapping[str, str]) -> str:
@@ -104,6 +106,7 @@ class _Interrupt:
         self.pending: RunCancelled | JobError | None = None
         self._old: dict[int, Any] = {}
         self.installed = False
+        self.timer_set = False
 
     def _raise(self, exc: RunCancelled | JobError) -> None:
         if self.armed:
@@ -127,7 +130,8 @@ class _Interrupt:
         self.installed = True
 
     def restore(self) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0) if self.installed else None
+        if self.installed and self.timer_set:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
         self._old.clear()
@@ -155,6 +159,7 @@ class _Interrupt:
 
         signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, seconds)
+        self.timer_set = True
 
     def on_lock_lost(self, message: str) -> None:
         """Called from the heartbeat thread: stop the main thread's run."""
@@ -212,6 +217,8 @@ class Runner:
 
         if not cfg.enabled:
             return skip(f"job {name!r} is disabled ({_enabled_hint(name)})", ExitCode.OK)
+        if options.extra.get("skip_reason"):
+            return skip(str(options.extra["skip_reason"]), ExitCode.OK, options.scheduled_for)
 
         slot = options.scheduled_for
         if slot is None and trigger in SLOT_TRIGGERS and cfg.schedule:
@@ -327,6 +334,26 @@ class Runner:
                 extra={"action": "run.skipped", "run_id": run_id},
             )
             return RunOutcome(name, run_id, "skipped", ExitCode.OK, reason, scheduled_for=slot)
+        if (
+            cfg.catchup == "all"
+            and slot is not None
+            and options.parent_id is None
+            and trigger in SLOT_TRIGGERS
+        ):
+            children = self._catch_up(
+                spec, cfg, options, trigger, params, slot, now, run_id, lock, interrupt
+            )
+            cancelled = [c for c in children if c.status == "cancelled"]
+            if cancelled:
+                self._finish_unstarted(run_id, "cancelled", cancelled[0].message)
+                return RunOutcome(
+                    name,
+                    run_id,
+                    "cancelled",
+                    cancelled[0].exit_code,
+                    cancelled[0].message,
+                    scheduled_for=slot,
+                )
         return self._execute(spec, cfg, options, trigger, params, slot, run_id, lock, interrupt)
 
     def _execute(
@@ -361,6 +388,7 @@ class Runner:
         delay = cfg.retry_delay if options.retry_delay is None else options.retry_delay
         timeout = options.timeout or cfg.timeout
         state: dict[str, Any] = {"attempts": 0, "ctx": None}
+        clock = time.monotonic()
         status, code, message, detail = "completed", ExitCode.OK, None, None
         log.info(
             "%s: run %s started (trigger %s%s)",
@@ -388,6 +416,7 @@ class Runner:
                 force=options.force,
                 dry_run=options.dry_run,
                 progress=options.extra.get("progress"),
+                _start_child=self._start_child,
             )
             ctx.stats.update(options.extra.get("stats", {}))
             state["ctx"] = ctx
@@ -442,8 +471,9 @@ class Runner:
             message = self._clean(f"{type(exc).__name__}: {exc}")
             detail = self._clean("".join(traceback.format_exception(exc)))
         finally:
-            if interrupt.installed:
+            if interrupt.timer_set:
                 signal.setitimer(signal.ITIMER_REAL, 0)
+                interrupt.timer_set = False
             stop.set()
         ctx = state["ctx"]
         counters = ctx.counters if ctx is not None else Counters()
@@ -498,7 +528,75 @@ class Runner:
             stats,
             slot,
             ctx.partition if ctx is not None else options.partition,
+            int((time.monotonic() - clock) * 1000),
         )
+
+    def _finish_unstarted(self, run_id: int, status: str, message: str) -> None:
+        with self.db.begin() as conn:
+            ledger.finish_run(
+                conn,
+                run_id,
+                status=status,
+                attempts=0,
+                counters={},
+                stats={},
+                error_message=message,
+                error_detail=None,
+                log_tail=[],
+            )
+
+    def _start_child(self, job: str, options: RunOptions, parent_id: int) -> RunOutcome:
+        return self.run(job, replace(options, parent_id=parent_id))
+
+    def _catch_up(
+        self,
+        spec: JobSpec,
+        cfg: JobConfig,
+        options: RunOptions,
+        trigger: str,
+        params: dict[str, str],
+        slot: datetime,
+        now: datetime,
+        run_id: int,
+        lock: JobLock,
+        interrupt: _Interrupt,
+    ) -> list[RunOutcome]:
+        """``catchup = "all"``: run the missed slots in the window, oldest first, as children."""
+        from jobctl.gaps import missing
+
+        if not spec.date_based:
+            log.warning(
+                "%s: catchup = all needs a job whose work depends on the date; "
+                "running the latest slot only",
+                spec.name,
+            )
+            return []
+        with self.db.begin() as conn:
+            gaps = missing(conn, self.settings, spec, cfg, now - cfg.catchup_window, slot)
+        if gaps:
+            log.info(
+                "%s: catching up %d missed slot(s) first",
+                spec.name,
+                len(gaps),
+                extra={"action": "run.catchup", "run_id": run_id},
+            )
+        outcomes = []
+        for gap in gaps:
+            child = replace(
+                options,
+                scheduled_for=gap.scheduled_for,
+                parent_id=run_id,
+                force=False,
+                partition=None,
+            )
+            outcomes.append(
+                self._run_locked(
+                    spec, cfg, child, trigger, params, gap.scheduled_for, now, lock, interrupt
+                )
+            )
+            if outcomes[-1].status == "cancelled":
+                break
+        return outcomes
 
     def _heartbeat(
         self,

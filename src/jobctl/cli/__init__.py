@@ -71,9 +71,10 @@ def global_options(
 
 
 def _register() -> None:
-    from jobctl.cli import db, jobs, runs, snapshot, sync
+    from jobctl.cli import backfill, db, jobs, runs, snapshot, sync
 
     sync.register(app)
+    backfill.register(app)
     snapshot.register(app)
     runs.register(app)
     jobs.register(app)

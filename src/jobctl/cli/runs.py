@@ -73,5 +73,43 @@ def runs_show(
             render.out.print(Text(line), soft_wrap=True)
 
 
+@runs_app.command("gaps")
+def runs_gaps(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="A job with a schedule.")],
+    since: Annotated[str, typer.Option("--since", help="How far back, e.g. 30d.")] = "30d",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON array on stdout.")] = False,
+) -> None:
+    """Scheduled fire times (from the job's schedule) that have no completed run."""
+    from zoneinfo import ZoneInfo
+
+    state: State = ctx.obj
+    window = duration(since, "--since")
+    assert window is not None
+    gaps = state.app.gaps(job, window)
+    zone = ZoneInfo(state.settings.job(job).timezone)
+    if as_json:
+        render.print_json(
+            [
+                {
+                    "job": job,
+                    "scheduled_for": g.scheduled_for,
+                    "local_time": g.scheduled_for.astimezone(zone).isoformat(),
+                    "date": g.served_date.isoformat() if g.served_date else None,
+                }
+                for g in gaps
+            ]
+        )
+        return
+    if not gaps:
+        render.err.print(f"no gaps: every {job} slot in the last {since} has a completed run")
+        return
+    for g in gaps:
+        local = g.scheduled_for.astimezone(zone).strftime("%Y-%m-%d %a %H:%M %Z")
+        served = f"  (date {g.served_date})" if g.served_date else ""
+        render.out.print(f"{local}{served}")
+    render.err.print(f"{len(gaps)} slot(s) of {job} without a completed run since {since} ago")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(runs_app, name="runs")

@@ -13,11 +13,18 @@ from jobctl.cli.state import State
 
 def snapshot_command(
     ctx: typer.Context,
-    period: Annotated[list[str] | None, typer.Option(
-        "--period", help="day, week or month: the period containing --date [default: the day, "
-        "plus the week / month that ended on it].")] = None,
-    on_date: Annotated[str | None, typer.Option(
-        "--date", help="YYYY-MM-DD [default: yesterday in the configured zone].")] = None,
+    period: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--period",
+            help="day, week or month: the period containing --date [default: the day, "
+            "plus the week / month that ended on it].",
+        ),
+    ] = None,
+    on_date: Annotated[
+        str | None,
+        typer.Option("--date", help="YYYY-MM-DD [default: yesterday in the configured zone]."),
+    ] = None,
     snapshot_set: Annotated[list[str] | None, typer.Option("--set", help="Only this set.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute, write nothing.")] = False,
     params: opt.Params = None,
@@ -31,11 +38,20 @@ def snapshot_command(
 ) -> None:
     """Compute snapshot sets for day / week / month periods (re-running replaces a period)."""
     state: State = ctx.obj
-    options = opt.run_options(params=params, wait=wait, wait_timeout=wait_timeout,
-                              retries=retries, retry_delay=retry_delay, timeout=timeout,
-                              trigger=trigger, force=force, dry_run=dry_run)
-    outcome = state.app.snapshot(options, sets=snapshot_set or [], on_date=on_date,
-                                 periods=period or [])
+    options = opt.run_options(
+        params=params,
+        wait=wait,
+        wait_timeout=wait_timeout,
+        retries=retries,
+        retry_delay=retry_delay,
+        timeout=timeout,
+        trigger=trigger,
+        force=force,
+        dry_run=dry_run,
+    )
+    outcome = state.app.snapshot(
+        options, sets=snapshot_set or [], on_date=on_date, periods=period or []
+    )
     report_outcome(outcome)
     raise typer.Exit(int(outcome.exit_code))
 

@@ -146,9 +146,7 @@ def _copy_key(key: tuple[str, ...]) -> str:
 
 
 def _ddl(table: FeedTable) -> sql.Composed:
-    cols: list[sql.Composable] = (
-        [sql.SQL("partition_date date NOT NULL")] if table.date_key else []
-    )
+    cols: list[sql.Composable] = [sql.SQL("partition_date date NOT NULL")] if table.date_key else []
     cols += [sql.SQL("{} text NOT NULL").format(sql.Identifier(c)) for c in table.key_columns]
     cols += [
         sql.SQL("data jsonb NOT NULL"),

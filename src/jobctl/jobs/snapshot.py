@@ -256,10 +256,16 @@ def _require_sync(ctx: RunContext, snapshot: SnapshotSet, day: date) -> None:
         )
 
 
+def served_date(settings: Settings, slot: datetime) -> date:
+    """A snapshot tick works on yesterday, in the configured zone, as of its slot."""
+    return slot.astimezone(ZoneInfo(settings.timezone)).date() - timedelta(days=1)
+
+
 SPEC = JobSpec(
     "snapshot",
     run,
     "Roll facts up into day / week / month snapshot tables",
     builtin=True,
     date_based=True,
+    served_date=served_date,
 )

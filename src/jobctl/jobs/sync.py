@@ -266,6 +266,12 @@ def _apply(
                 for k in stats.duplicate_samples[: max(0, ERROR_SAMPLES - len(reader.samples))]
             )
         if total and errors / total > source.max_error_ratio:
+            # The failed run still says how many records were bad and which: without
+            # the samples an operator could not tell what to fix.
+            info.update(records=total, errors=errors, duplicates=stats.duplicates)
+            info["error_samples"] = reader.samples[:ERROR_SAMPLES]
+            ctx.stats.setdefault("sources", {})[source.name] = info
+            ctx.counters.add({"total": total, "errors": errors})
             raise JobError(
                 f"{source.name}: {errors} of {total} records are bad "
                 f"({errors / total:.1%} > max_error_ratio {source.max_error_ratio:.1%}); "
@@ -443,12 +449,22 @@ def run_checks(ctx: RunContext, source: SourceConfig, partition: str) -> list[di
     return results
 
 
+def served_date(settings: Settings, slot: datetime) -> date | None:
+    """The date a tick works on, when every source agrees on it (else None)."""
+    days = set()
+    for source in sources_of(settings).values():
+        day = slot.astimezone(ZoneInfo(source.timezone)).date()
+        days.add(day - timedelta(days=1) if source.date == "yesterday" else day)
+    return days.pop() if len(days) == 1 else None
+
+
 SPEC = JobSpec(
     "sync",
     run,
     "Ingest each configured feed into its table with change detection",
     builtin=True,
     date_based=True,
+    served_date=served_date,
 )
 
 __all__ = ["SPEC", "SyncPlan", "plan", "run", "sources_of"]

@@ -1,0 +1,132 @@
+"""``jobctl backfill``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from jobctl.cli import options as opt
+from jobctl.cli import render
+from jobctl.cli.jobs import report_outcome
+from jobctl.cli.state import State
+
+
+@contextmanager
+def progress_bar() -> Iterator[Callable[..., None] | None]:
+    if not sys.stderr.isatty():
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=render.err,
+        transient=True,
+    ) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def report(what: str, done: int, total: int | None = None) -> None:
+            if what not in tasks:
+                tasks[what] = progress.add_task(what, total=total)
+            progress.update(tasks[what], completed=done, total=total)
+
+        yield report
+
+
+def summary(children: list[dict[str, Any]]) -> Table:
+    table = Table(title="backfill", box=None, pad_edge=False, header_style="bold")
+    for col, justify in (
+        ("date", "left"),
+        ("job", "left"),
+        ("status", "left"),
+        ("took", "right"),
+        ("new/upd/same/err", "right"),
+        ("run", "right"),
+    ):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for c in children:
+        r = c.get("records") or {}
+        records = "{}/{}/{}/{}".format(
+            r.get("new", 0), r.get("updated", 0), r.get("unchanged", 0), r.get("errors", 0)
+        )
+        table.add_row(
+            c["date"],
+            c["job"],
+            render.status_text(c["status"]),
+            render.ms(c.get("duration_ms")),
+            records,
+            str(c.get("run_id") or "-"),
+        )
+    return table
+
+
+def backfill_command(
+    ctx: typer.Context,
+    start: Annotated[str, typer.Option("--from", help="First date (YYYY-MM-DD).")],
+    end: Annotated[str, typer.Option("--to", help="Last date (YYYY-MM-DD), included.")],
+    job: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--job", help="sync and/or snapshot [default: backfill.jobs, else both as configured]."
+        ),
+    ] = None,
+    missing: Annotated[
+        bool, typer.Option("--missing", help="Only the slots 'jobctl runs gaps' reports.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-run dates that already have a completed run.")
+    ] = False,
+    continue_on_error: Annotated[
+        bool, typer.Option("--continue-on-error", help="Go on after a failed date.")
+    ] = False,
+    params: opt.Params = None,
+    wait: opt.Wait = False,
+    wait_timeout: opt.WaitTimeout = None,
+    timeout: opt.Timeout = None,
+    trigger: opt.Trigger = None,
+) -> None:
+    """Run sync and/or snapshot for every date in [--from, --to], one child run per date."""
+    state: State = ctx.obj
+    with progress_bar() as progress:
+        options = opt.run_options(
+            params=params,
+            wait=wait,
+            wait_timeout=wait_timeout,
+            retries=None,
+            retry_delay=None,
+            timeout=timeout,
+            trigger=trigger,
+            force=force,
+            extra={"progress": progress} if progress else {},
+        )
+        outcome = state.app.backfill(
+            options,
+            start=start,
+            end=end,
+            jobs=job or [],
+            missing=missing,
+            continue_on_error=continue_on_error,
+        )
+    children = outcome.stats.get("children") or []
+    if children:
+        render.out.print(summary(children))
+    report_outcome(outcome)
+    raise typer.Exit(int(outcome.exit_code))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("backfill")(backfill_command)

@@ -1,0 +1,254 @@
+"""``jobctl backfill``: re-run sync and/or snapshot for every date of a range.
+
+One parent run; one child run per (job, date), oldest date first, sync before
+snapshot. Each child takes the job's own lock (waiting for it, so a timer run is
+never overlapped) and releases it before the next child. Dates that already have
+a completed run of that job are skipped unless ``--force``; ``--missing`` takes
+exactly the slots ``runs gaps`` reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jobctl.config import Settings
+from jobctl.context import RunContext
+from jobctl.durations import parse_date
+from jobctl.errors import ConfigError, ExitCode, JobError, RunCancelled, UsageError
+from jobctl.registry import JobSpec
+
+BACKFILL_JOBS = ("sync", "snapshot")
+DEFAULT_MAX_DAYS = 366
+CHILD_LOCK_WAIT = timedelta(hours=6)
+
+
+@dataclass(frozen=True)
+class Child:
+    job: str
+    day: date
+    scheduled_for: datetime | None = None
+
+
+@dataclass(frozen=True)
+class BackfillPlan:
+    start: date
+    end: date
+    jobs: tuple[str, ...]
+    missing: bool = False
+    force: bool = False
+    continue_on_error: bool = False
+    sync_sources: tuple[str, ...] = ()
+    children: tuple[Child, ...] = field(default=())
+
+
+def _settings_section(settings: Settings) -> tuple[tuple[str, ...] | None, int]:
+    raw = settings.sections.get("backfill") or {}
+    origin = str(settings.sections.get("__origin__", "jobctl.toml"))
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a table", key="backfill", origin=origin)
+    jobs = raw.get("jobs")
+    if jobs is not None and (
+        not isinstance(jobs, list) or any(j not in BACKFILL_JOBS for j in jobs)
+    ):
+        raise ConfigError(
+            f"{jobs!r}: use a list of {', '.join(BACKFILL_JOBS)}",
+            key="backfill.jobs",
+            origin=origin,
+        )
+    max_days = raw.get("max_days", DEFAULT_MAX_DAYS)
+    if not isinstance(max_days, int) or isinstance(max_days, bool) or max_days < 1:
+        raise ConfigError(
+            f"{max_days!r} is not a whole number >= 1", key="backfill.max_days", origin=origin
+        )
+    return (tuple(jobs) if jobs is not None else None), max_days
+
+
+def plan(
+    settings: Settings,
+    *,
+    start: str,
+    end: str,
+    jobs: Sequence[str] = (),
+    missing: bool = False,
+    force: bool = False,
+    continue_on_error: bool = False,
+) -> BackfillPlan:
+    """Validate the range and the jobs (UsageError, exit 2, before any run row)."""
+    from jobctl.jobs.snapshot import snapshot_sets
+    from jobctl.jobs.sync import sources_of
+
+    first = parse_date(start, what="--from")
+    last = parse_date(end, what="--to")
+    if first > last:
+        raise UsageError(f"--from {first} is after --to {last}")
+    today = datetime.now(ZoneInfo(settings.timezone)).date()
+    if last > today:
+        raise UsageError(f"--to {last} is in the future (today is {today} in {settings.timezone})")
+    configured, max_days = _settings_section(settings)
+    days = (last - first).days + 1
+    if days > max_days:
+        raise UsageError(
+            f"the range {first}..{last} is {days} days, over the maximum of {max_days} "
+            "(backfill.max_days in jobctl.toml)"
+        )
+    for job in jobs:
+        if job not in BACKFILL_JOBS:
+            raise UsageError(f"--job {job!r}: backfill runs {' and '.join(BACKFILL_JOBS)}")
+    sources = sources_of(settings)
+    dated = tuple(name for name, s in sources.items() if s.date_dependent)
+    if "sync" in jobs and not dated:
+        full = ", ".join(sources) or "none configured"
+        raise UsageError(
+            "sync cannot be backfilled: no source's location or content depends on the date "
+            f"({{date}} in its url or path); full-snapshot feeds ({full}) only have today's "
+            "version"
+        )
+    chosen = tuple(dict.fromkeys(jobs)) if jobs else configured
+    if chosen is None:
+        chosen = tuple(
+            j
+            for j, ok in (("sync", bool(dated)), ("snapshot", bool(snapshot_sets(settings))))
+            if ok
+        )
+    chosen = tuple(j for j in BACKFILL_JOBS if j in chosen)  # sync before snapshot
+    if not chosen:
+        raise UsageError("nothing to backfill: configure a date-dependent source or a snapshot set")
+    return BackfillPlan(first, last, chosen, missing, force, continue_on_error, dated)
+
+
+def _children(ctx: RunContext, plan_: BackfillPlan) -> list[Child]:
+    if not plan_.missing:
+        return [
+            Child(job, plan_.start + timedelta(days=n))
+            for n in range((plan_.end - plan_.start).days + 1)
+            for job in plan_.jobs
+        ]
+    from jobctl.gaps import missing
+    from jobctl.registry import builtin_jobs
+
+    specs = builtin_jobs()
+    zone = ZoneInfo(ctx.settings.timezone)
+    window_start = datetime.combine(plan_.start - timedelta(days=2), time(), zone)
+    window_end = datetime.combine(plan_.end + timedelta(days=3), time(), zone)
+    found: list[Child] = []
+    for job in plan_.jobs:
+        cfg = ctx.settings.job(job)
+        if not cfg.schedule:
+            raise UsageError(f"--missing needs a schedule for job {job!r} (jobs.{job}.schedule)")
+        with ctx.transaction() as conn:
+            gaps = missing(
+                conn,
+                ctx.settings,
+                specs.get(job),
+                cfg,
+                window_start.astimezone(UTC),
+                min(window_end.astimezone(UTC), datetime.now(UTC)),
+            )
+        for gap in gaps:
+            day = gap.served_date or gap.scheduled_for.astimezone(ZoneInfo(cfg.timezone)).date()
+            if plan_.start <= day <= plan_.end:
+                found.append(Child(job, day, gap.scheduled_for))
+    return sorted(found, key=lambda c: (c.day, BACKFILL_JOBS.index(c.job)))
+
+
+def run(ctx: RunContext, backfill_plan: BackfillPlan) -> None:
+    from jobctl.db import ledger
+    from jobctl.jobs import snapshot, sync
+    from jobctl.runner import RunOptions
+
+    plan_ = backfill_plan
+    ctx.partition = f"{plan_.start}..{plan_.end}"
+    children = _children(ctx, plan_)
+    done: dict[tuple[str, str], int] = {}
+    if not plan_.force and not plan_.missing:
+        with ctx.transaction() as conn:
+            for job in plan_.jobs:
+                days = [c.day.isoformat() for c in children if c.job == job]
+                for day in ledger.completed_partitions(conn, job, days):
+                    done[(job, day)] = 1
+    results: list[dict[str, Any]] = []
+    ctx.stats["children"] = results
+    failures = 0
+    total = len(children)
+    ctx.log.info(
+        "backfill %s..%s: %d child run(s) of %s",
+        plan_.start,
+        plan_.end,
+        total,
+        ", ".join(plan_.jobs),
+    )
+    for n, child in enumerate(children, 1):
+        if ctx.progress is not None:
+            ctx.progress("backfill", n - 1, total)
+        day = child.day.isoformat()
+        options = RunOptions(
+            trigger="backfill",
+            wait=True,
+            wait_timeout=CHILD_LOCK_WAIT,
+            force=plan_.force,
+            partition=day,
+            scheduled_for=child.scheduled_for,
+            params={"date": day},
+        )
+        if (child.job, day) in done:
+            outcome = ctx.run_child(child.job, _already_done(options))
+        else:
+            if child.job == "sync":
+                kwargs: dict[str, Any] = {
+                    "sync_plan": sync.plan(ctx.settings, names=plan_.sync_sources, on_date=day)
+                }
+            else:
+                kwargs = {"snapshot_plan": snapshot.plan(ctx.settings, on_date=day)}
+            outcome = ctx.run_child(child.job, _with_kwargs(options, kwargs))
+        results.append(
+            {
+                "date": day,
+                "job": child.job,
+                "run_id": outcome.run_id,
+                "status": outcome.status,
+                "message": outcome.message,
+                "records": outcome.counters,
+                "duration_ms": outcome.duration_ms,
+            }
+        )
+        if outcome.status == "completed":
+            ctx.counters.add({k: v for k, v in outcome.counters.items() if k != "total"})
+            ctx.counters.total += 1
+        ctx.log.info("backfill %d/%d: %s %s %s", n, total, child.job, day, outcome.status)
+        if outcome.status == "cancelled":
+            raise RunCancelled(
+                "SIGINT" if outcome.exit_code == ExitCode.SIGINT else "SIGTERM", outcome.exit_code
+            )
+        if outcome.status in ("failed", "abandoned") or outcome.exit_code == ExitCode.LOCKED:
+            failures += 1
+            if not plan_.continue_on_error:
+                ctx.log.error(
+                    "backfill: stopping at the first failure (%s %s); --continue-on-error goes on",
+                    child.job,
+                    day,
+                )
+                break
+    if ctx.progress is not None:
+        ctx.progress("backfill", total, total)
+    if failures:
+        raise JobError(f"{failures} of {total} child run(s) failed")
+
+
+def _already_done(options: Any) -> Any:
+    from dataclasses import replace
+
+    reason = f"already done: a completed run exists for {options.partition} (--force re-runs it)"
+    return replace(options, extra={"skip_reason": reason})
+
+
+def _with_kwargs(options: Any, kwargs: dict[str, Any]) -> Any:
+    from dataclasses import replace
+
+    return replace(options, extra={"kwargs": kwargs})
+
+
+SPEC = JobSpec("backfill", run, "Re-run sync and/or snapshot over a range of dates", builtin=True)

@@ -1,0 +1,327 @@
+"""``jobctl sync`` from local files: counts, no-op re-syncs, removal, bad records, atomicity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.conftest import Cli
+from tests.jobs import (
+    PERMITS_SOURCE,
+    checksum,
+    configure,
+    counts,
+    expect,
+    gen_feed,
+    key_of,
+    last_run,
+    load_records,
+    runs,
+    source_stats,
+    stored,
+    sync,
+    table_exists,
+    wait_until,
+    write_json,
+    xmins,
+)
+
+N = 3000
+
+
+def test_counts_first_load_identical_forced_and_changed(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    v1 = gen_feed(N)
+    v2 = gen_feed(N, change_pct=5)
+    assert v1.written == N and v2.changed > 50 and v2.new == 30
+    configure(project, PERMITS_SOURCE)
+    feed = project / "feed.json"
+
+    # (a) first load
+    shutil.copy(v1.path, feed)
+    sync(cli)
+    run = last_run(cli)
+    assert run["status"] == "completed"
+    assert counts(run) == expect(N, new=N)
+    assert source_stats(run)["first_load"] is True
+    assert run["source"] == str(feed.resolve())
+    assert psql.execute("SELECT count(*) FROM permits").fetchone() == (N,)
+    assert psql.execute("SELECT count(*) FROM permits WHERE removed_at IS NOT NULL").fetchone() == (
+        0,
+    )
+    assert stored(psql) == {key_of(r): r for r in load_records(v1.path)}
+    before = xmins(psql)
+    sum_before = checksum(psql)
+
+    # (b) identical feed: recognised by its content digest, nothing read or written
+    sync(cli)
+    run = last_run(cli)
+    assert counts(run) == expect(N, unchanged=N)
+    assert source_stats(run)["not_modified"] is True
+    assert "sha256" in source_stats(run)["reason"]
+    assert xmins(psql) == before and checksum(psql) == sum_before
+
+    # (b) identical feed with --force: every record re-read and compared, none rewritten
+    sync(cli, "--force")
+    run = last_run(cli)
+    assert counts(run) == expect(N, unchanged=N)
+    info = source_stats(run)
+    assert "not_modified" not in info and info["records"] == N and info["rows_sent"] == 0
+    assert xmins(psql) == before  # same xmin and updated_at: no row rewritten
+    assert checksum(psql) == sum_before
+
+    # (c) the generator's next day: --change-pct 5
+    shutil.copy(v2.path, feed)
+    sync(cli)
+    run = last_run(cli)
+    assert counts(run) == expect(
+        v2.written, new=v2.new, updated=v2.changed, unchanged=N - v2.changed
+    )
+    assert psql.execute("SELECT count(*) FROM permits").fetchone() == (N + v2.new,)
+    assert psql.execute("SELECT count(*) FROM permits WHERE removed_at IS NOT NULL").fetchone() == (
+        0,
+    )
+    assert stored(psql) == {key_of(r): r for r in load_records(v2.path)}
+    after = xmins(psql)
+    rewritten = {k for k in before if after[k] != before[k]}
+    assert len(rewritten) == v2.changed
+    assert all(after[k][1] > before[k][1] for k in rewritten)
+    assert len(set(after) - set(before)) == v2.new
+
+    # the runs table shows new/updated/unchanged/errors of each run
+    table = cli("runs", "list", "--job", "sync")
+    assert table.code == 0
+    lines = table.stdout.splitlines()
+    assert f"{v2.new}/{v2.changed}/{N - v2.changed}/0" in lines[1]
+    assert f"0/0/{N}/0" in lines[2] and f"0/0/{N}/0" in lines[3]
+    assert f"{N}/0/0/0" in lines[4]
+
+
+def test_removed_records_and_their_return(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    records = load_records(gen_feed(N).path)
+    configure(project, PERMITS_SOURCE)
+    feed = project / "feed.json"
+    write_json(feed, records)
+    sync(cli)
+    first_sync = psql.execute("SELECT last_synced_at FROM jobctl.feed_state").fetchone()
+    assert first_sync is not None
+
+    gone = [records[i] for i in range(5, 3000, 300)]
+    assert len(gone) == 10
+    gone_keys = {key_of(r) for r in gone}
+    write_json(feed, [r for r in records if key_of(r) not in gone_keys])
+    sync(cli)
+    run = last_run(cli)
+    assert counts(run) == expect(N - 10, unchanged=N - 10, removed=10)
+    removed = psql.execute(
+        "SELECT permit_num, revision_num FROM permits WHERE removed_at IS NOT NULL"
+    ).fetchall()
+    assert set(removed) == gone_keys
+    assert psql.execute("SELECT count(*) FROM permits").fetchone() == (N,)
+    second_sync = psql.execute("SELECT last_synced_at FROM jobctl.feed_state").fetchone()
+    assert second_sync is not None and second_sync[0] > first_sync[0]
+    # the view: a removed row was last seen by the first sync, the others by the second
+    seen = dict(
+        ((r[0], r[1]), r[2])
+        for r in psql.execute("SELECT permit_num, revision_num, last_seen_at FROM permits_v")
+    )
+    assert len(seen) == N
+    assert {seen[k] for k in gone_keys} == {first_sync[0]}
+    assert {v for k, v in seen.items() if k not in gone_keys} == {second_sync[0]}
+
+    # the same feed again (digest shortcut): still removed, nothing counted twice
+    sync(cli)
+    assert counts(last_run(cli)) == expect(N - 10, unchanged=N - 10)
+
+    # they come back: removed_at cleared, counted as updated
+    write_json(feed, records)
+    sync(cli)
+    run = last_run(cli)
+    assert counts(run) == expect(N, updated=10, unchanged=N - 10)
+    assert psql.execute("SELECT count(*) FROM permits WHERE removed_at IS NOT NULL").fetchone() == (
+        0,
+    )
+    third_sync = psql.execute("SELECT last_synced_at FROM jobctl.feed_state").fetchone()
+    assert third_sync is not None
+    back = psql.execute(
+        "SELECT DISTINCT last_seen_at FROM permits_v WHERE (permit_num, revision_num) IN ("
+        + ", ".join(["(%s, %s)"] * len(gone_keys))
+        + ")",
+        [x for k in sorted(gone_keys) for x in k],
+    ).fetchall()
+    assert back == [(third_sync[0],)]
+    assert stored(psql) == {key_of(r): r for r in records}
+
+
+def test_duplicate_keys_last_occurrence_wins(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    records = load_records(gen_feed(N).path)
+    configure(project, PERMITS_SOURCE)
+    feed = project / "feed.json"
+
+    def variant(i: int, status: str) -> dict[str, Any]:
+        return {**records[i], "STATUS": status}
+
+    # first load: record 5 twice, record 20 three times (later copies differ)
+    write_json(
+        feed,
+        [*records[:100], variant(5, "dup A"), *records[100:], variant(20, "dup B1"),
+         variant(20, "dup B2")],
+    )  # fmt: skip
+    sync(cli)
+    run = last_run(cli)
+    assert counts(run) == expect(N + 3, new=N, errors=3)
+    data = stored(psql)
+    assert len(data) == N
+    assert data[key_of(records[5])]["STATUS"] == "dup A"
+    assert data[key_of(records[20])]["STATUS"] == "dup B2"
+    assert data[key_of(records[6])] == records[6]
+    samples = source_stats(run)["error_samples"]
+    dup_keys = {s["key"] for s in samples if "duplicate" in s["reason"]}
+    assert dup_keys == {"/".join(key_of(records[5])), "/".join(key_of(records[20]))}
+
+    # re-sync: 5 and 20 once each (original values), 7 twice (the later copy wins)
+    write_json(feed, [*records[:50], variant(7, "dup C1"), *records[50:], variant(7, "dup C2")])
+    sync(cli)
+    run = last_run(cli)
+    assert counts(run) == expect(N + 2, updated=3, unchanged=N - 3, errors=2)
+    data = stored(psql)
+    assert data[key_of(records[5])] == records[5]
+    assert data[key_of(records[20])] == records[20]
+    assert data[key_of(records[7])]["STATUS"] == "dup C2"
+    samples = source_stats(run)["error_samples"]
+    assert any(
+        s["key"] == "/".join(key_of(records[7])) and "duplicate" in s["reason"] for s in samples
+    )
+
+
+JUNK_COST = "DO NOT UPDATE OR DELETE THIS INFO FIELD"
+
+
+def test_malformed_records_are_counted_and_sampled(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    records = load_records(gen_feed(N).path)
+    bad: list[Any] = [dict(r) for r in records]
+    del bad[10]["PERMIT_NUM"]  # missing key field
+    bad[11]["REVISION_NUM"] = None  # null key field
+    bad[12]["PERMIT_NUM"] = "  "  # blank key field
+    bad[13] = 42  # not an object
+    configure(project, PERMITS_SOURCE)
+    write_json(project / "feed.json", bad)
+    sync(cli)
+    run = last_run(cli)
+    assert run["status"] == "completed"
+    assert counts(run) == expect(N, new=N - 4, errors=4)
+    samples = source_stats(run)["error_samples"]
+    by_position = {s["position"]: s["reason"] for s in samples}
+    assert set(by_position) == {11, 12, 13, 14}  # 1-based element numbers
+    assert "PERMIT_NUM" in by_position[11] and "missing" in by_position[11]
+    assert "REVISION_NUM" in by_position[12]
+    assert "PERMIT_NUM" in by_position[13]
+    assert psql.execute("SELECT count(*) FROM permits").fetchone() == (N - 4,)
+
+
+def test_bad_types_over_the_error_ratio_fail_and_change_nothing(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    records = load_records(gen_feed(N).path)
+    junk = [i for i, r in enumerate(records) if r["EST_CONST_COST"] == JUNK_COST]
+    assert 0.01 * N < len(junk) < 0.1 * N
+    configure(project, PERMITS_SOURCE)
+    shutil.copy(gen_feed(N).path, project / "feed.json")
+    sync(cli)
+    before = checksum(psql)
+
+    typed = PERMITS_SOURCE + 'types = { EST_CONST_COST = "float", GEO_ID = "int" }\n'
+    configure(project, typed)
+    result = sync(cli, code=1)
+    run = last_run(cli)
+    assert run["status"] == "failed"
+    assert "max_error_ratio" in run["error_message"] and "nothing was applied" in (
+        run["error_message"]
+    )
+    assert f"{len(junk)} of {N} records are bad" in run["error_message"]
+    assert "max_error_ratio" in result.stderr
+    assert checksum(psql) == before
+    # the failed run still says how many records were bad, and which
+    assert run["records_errors"] == len(junk) and run["records_total"] == N
+    samples = source_stats(run)["error_samples"]
+    assert len(samples) == 20
+    assert samples[0]["position"] == junk[0] + 1
+    assert "EST_CONST_COST" in samples[0]["reason"] and "not a float" in samples[0]["reason"]
+
+    # under a higher ratio the same feed completes (into a new table: see the xfail below)
+    configure(project, typed.replace('"permits"', '"permits_typed"') + "max_error_ratio = 0.1\n")
+    sync(cli)
+    run = last_run(cli)
+    assert run["status"] == "completed"
+    assert counts(run) == expect(N, new=N - len(junk), errors=len(junk))
+    samples = source_stats(run)["error_samples"]
+    assert len(samples) == 20 and samples[-1]["position"] == junk[19] + 1
+    data = stored(psql, "permits_typed")
+    assert key_of(records[junk[0]]) not in data
+    good = next(r for r in records if isinstance(r["EST_CONST_COST"], int))
+    assert data[key_of(good)]["EST_CONST_COST"] == float(good["EST_CONST_COST"])
+    assert isinstance(data[key_of(good)]["GEO_ID"], int)
+    assert checksum(psql) == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: a record present in a complete feed but with a bad type is marked "
+    "removed (its key is never passed to the merge)",
+)
+def test_record_with_a_bad_type_is_not_marked_removed(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    records = load_records(gen_feed(N).path)[:200]
+    configure(project, PERMITS_SOURCE + 'types = { GEO_ID = "int" }\n')
+    feed = project / "feed.json"
+    write_json(feed, records)
+    sync(cli)
+    records[7]["GEO_ID"] = "not a number"
+    write_json(feed, records)
+    sync(cli)
+    assert counts(last_run(cli)) == expect(200, unchanged=199, errors=1)
+    assert psql.execute("SELECT count(*) FROM permits WHERE removed_at IS NOT NULL").fetchone() == (
+        0,
+    )
+
+
+def test_nul_character_is_a_record_error(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    records = load_records(gen_feed(N).path)
+    configure(project, PERMITS_SOURCE)
+    feed = project / "feed.json"
+    text = write_json(feed, records).read_text()
+    first, second = json.dumps(records[3]), json.dumps(records[4])
+    text = text.replace(first, first.replace('"STATUS": "', '"STATUS": "x\\u0000y'))
+    text = text.replace(second, second.replace('"PERMIT_NUM": "', '"PERMIT_NUM": "\\u0000'))
+    feed.write_text(text)
+    sync(cli)
+    run = last_run(cli)
+    assert counts(run) == expect(N, new=N - 2, errors=2)
+    reasons = [s["reason"] for s in source_stats(run)["error_samples"]]
+    assert len(reasons) == 2 and all("NUL" in r for r in reasons)
+    # on a re-sync too
+    records[3]["STATUS"] = "changed"
+    text = write_json(feed, records).read_text()
+    feed.write_text(text.replace(json.dumps(records[9]), json.dumps(records[9]).replace(
+        '"DESCRIPTION": "', '"DESCRIPTION": "\\u0000')))  # fmt: skip
+    sync(cli)
+    run = last_run(cli)
+    assert counts(run) == expect(N, new=2, unchanged=N - 4, removed=1, errors=1)
+    assert stored(psql)[key_of(records[3])]["STATUS"] == "changed"
