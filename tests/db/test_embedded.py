@@ -111,11 +111,6 @@ def test_concurrent_commands_share_one_embedded_server(embedded_cli: Cli, data_d
     assert _postmasters(pg_dir) == [pid], "still the same server"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: embedded.py reads postmaster.pid before taking .embedded.lock, so every "
-    "process that waited on the lock logs 'started the embedded PostgreSQL server'",
-)
 def test_embedded_server_start_is_announced_once(embedded_cli: Cli, data_dir: Path) -> None:
     """SPEC: jobctl starts (or reuses) the embedded server 'and says so once'.
 

@@ -316,12 +316,116 @@ def test_nul_character_is_a_record_error(
     assert counts(run) == expect(N, new=N - 2, errors=2)
     reasons = [s["reason"] for s in source_stats(run)["error_samples"]]
     assert len(reasons) == 2 and all("NUL" in r for r in reasons)
-    # on a re-sync too
+    # on a re-sync too (a brand-new record with a NUL; the two above are now clean)
     records[3]["STATUS"] = "changed"
-    text = write_json(feed, records).read_text()
-    feed.write_text(text.replace(json.dumps(records[9]), json.dumps(records[9]).replace(
-        '"DESCRIPTION": "', '"DESCRIPTION": "\\u0000')))  # fmt: skip
+    extra = {**records[0], "PERMIT_NUM": "99 999999 NUL", "DESCRIPTION": "a\x00b"}
+    write_json(feed, [*records, extra])
     sync(cli)
     run = last_run(cli)
-    assert counts(run) == expect(N, new=2, unchanged=N - 4, removed=1, errors=1)
+    assert counts(run) == expect(N + 1, new=2, unchanged=N - 2, errors=1)
+    assert source_stats(run)["error_samples"][0]["position"] == N + 1
     assert stored(psql)[key_of(records[3])]["STATUS"] == "changed"
+
+
+def test_truncated_feed_fails_and_changes_nothing(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    v1, v2 = gen_feed(N), gen_feed(N, change_pct=5)
+    configure(project, PERMITS_SOURCE)
+    feed = project / "feed.json"
+    data = v2.path.read_bytes()
+    # on a first load: no table is left behind
+    feed.write_bytes(data[: len(data) // 2])
+    result = sync(cli, code=1)
+    assert not table_exists(psql, "permits")
+    shutil.copy(v1.path, feed)
+    sync(cli)
+    before = checksum(psql)
+    state = psql.execute("SELECT * FROM jobctl.feed_state").fetchall()
+
+    # on a re-sync: half of the next day's feed, cut in the middle of a record
+    feed.write_bytes(data[: len(data) // 2])
+    result = sync(cli, code=1)
+    run = last_run(cli)
+    assert run["status"] == "failed"
+    message = run["error_message"]
+    assert "JSON" in message and "truncated" in message, message
+    assert "Traceback" not in message and "\n" not in message
+    assert message in result.stderr
+    assert checksum(psql) == before
+    assert psql.execute("SELECT * FROM jobctl.feed_state").fetchall() == state
+    # the whole feed, once it arrives, applies normally
+    shutil.copy(v2.path, feed)
+    sync(cli)
+    assert counts(last_run(cli)) == expect(
+        v2.written, new=v2.new, updated=v2.changed, unchanged=N - v2.changed
+    )
+
+
+def test_dry_run_reports_counts_and_changes_nothing(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    v1, v2 = gen_feed(N), gen_feed(N, change_pct=5)
+    configure(project, PERMITS_SOURCE)
+    feed = project / "feed.json"
+    shutil.copy(v1.path, feed)
+    result = sync(cli, "--dry-run")
+    assert f"new {N}" in result.stderr
+    run = last_run(cli)
+    assert run["status"] == "completed" and run["params"]["dry_run"] == "true"
+    assert counts(run) == expect(N, new=N)
+    assert not table_exists(psql, "permits")
+    assert psql.execute("SELECT count(*) FROM jobctl.feed_state").fetchone() == (0,)
+
+    sync(cli)
+    before = checksum(psql)
+    state = psql.execute("SELECT * FROM jobctl.feed_state").fetchall()
+    shutil.copy(v2.path, feed)
+    result = sync(cli, "--dry-run")
+    expected = expect(v2.written, new=v2.new, updated=v2.changed, unchanged=N - v2.changed)
+    assert counts(last_run(cli)) == expected
+    assert f"updated {v2.changed}" in result.stderr
+    assert checksum(psql) == before
+    assert psql.execute("SELECT * FROM jobctl.feed_state").fetchall() == state
+    # the dry run did not record the new digest: the real sync still applies the feed
+    sync(cli)
+    assert counts(last_run(cli)) == expected
+
+
+def test_data_quality_checks_are_recorded_and_only_warn(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    records = load_records(gen_feed(N).path)
+    cancelled = sum(r["STATUS"] == "Cancelled" for r in records)
+    assert cancelled > 0
+    configure(
+        project,
+        PERMITS_SOURCE
+        + f"""
+[[sources.permits.checks]]
+name = "active_rows"
+sql = "SELECT count(*) FROM permits WHERE removed_at IS NULL"
+min = {N}
+
+[[sources.permits.checks]]
+name = "cancelled"
+sql = "SELECT count(*) FROM permits WHERE data->>'STATUS' = 'Cancelled'"
+max = 0
+
+[[sources.permits.checks]]
+name = "broken"
+sql = "SELECT count(*) FROM no_such_table"
+min = 0
+""",
+    )
+    shutil.copy(gen_feed(N).path, project / "feed.json")
+    result = sync(cli)
+    run = last_run(cli)
+    assert run["status"] == "completed" and counts(run) == expect(N, new=N)
+    checks = {c["name"]: c for c in source_stats(run)["checks"]}
+    assert checks["active_rows"]["value"] == N and checks["active_rows"]["ok"] is True
+    assert checks["cancelled"]["value"] == cancelled and checks["cancelled"]["ok"] is False
+    assert checks["broken"]["ok"] is False and "no_such_table" in checks["broken"]["error"]
+    assert run["stats"]["warnings"] == ["check 'cancelled' failed", "check 'broken' failed"]
+    assert "cancelled" in result.stderr
+    assert psql.execute("SELECT count(*) FROM permits").fetchone() == (N,)

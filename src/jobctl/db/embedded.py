@@ -30,10 +30,11 @@ def embedded_url(data_dir: Path) -> tuple[str, bool]:
             f"cannot create the data directory {str(data_dir)!r} for the embedded database: "
             f"{exc.strerror}; set JOBCTL_DATA_DIR or DATABASE_URL"
         ) from None
-    was_running = (pg_dir / "postmaster.pid").is_file()
     lock_path = data_dir / ".embedded.lock"
     with open(lock_path, "a+") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
+        # Checked under the lock: only the process that really starts it says so.
+        was_running = _running_pid(pg_dir) is not None
         try:
             with warnings.catch_warnings():
                 # platformdirs warns on stderr when XDG_RUNTIME_DIR is unset.
@@ -56,6 +57,18 @@ def embedded_url(data_dir: Path) -> tuple[str, bool]:
     return url, started
 
 
+def _running_pid(pg_dir: Path) -> int | None:
+    """The postmaster's pid if ``postmaster.pid`` names a live postgres process."""
+    text = _pid(pg_dir)
+    if not text.isdigit():
+        return None
+    try:
+        cmdline = Path(f"/proc/{text}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return int(text) if b"postgres" in cmdline else None
+
+
 def _pid(pg_dir: Path) -> str:
     try:
         return (pg_dir / "postmaster.pid").read_text().split("\n", 1)[0]
@@ -67,11 +80,11 @@ def stop_embedded(data_dir: Path) -> bool:
     """Stop the embedded server (used by tests and ``jobctl db stop``)."""
     import signal
 
-    pid_text = _pid(data_dir / "pg")
-    if not pid_text.isdigit():
+    pid = _running_pid(data_dir / "pg")
+    if pid is None:
         return False
     try:
-        os.kill(int(pid_text), signal.SIGINT)
+        os.kill(pid, signal.SIGINT)
     except ProcessLookupError:
         return False
     return True

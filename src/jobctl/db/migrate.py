@@ -69,11 +69,12 @@ def upgrade(db: Database) -> list[Migration]:
     """Apply every migration not yet applied; return those applied now."""
     done: list[Migration] = []
     with db.begin() as conn:
+        # Bounded: a stuck upgrade elsewhere must not hang every command forever.
+        conn.execute(text("SET LOCAL lock_timeout = '120s'"))
         conn.execute(
             text("SELECT pg_advisory_xact_lock(:a, :b)"),
             {"a": MIGRATION_LOCK[0], "b": MIGRATION_LOCK[1]},
         )
-        conn.execute(text("SET LOCAL lock_timeout = '60s'"))
         conn.execute(text("CREATE SCHEMA IF NOT EXISTS jobctl"))
         conn.execute(
             text(
