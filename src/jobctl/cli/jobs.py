@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.table import Table
@@ -85,7 +86,9 @@ def jobs_list(
         schedule = "-"
         if info.schedule:
             nxt = (
-                info.next_fire_times[0].astimezone().strftime("%m-%d %H:%M")
+                info.next_fire_times[0].astimezone(ZoneInfo(info.timezone)).strftime(
+                    "%a %m-%d %H:%M"
+                )
                 if info.next_fire_times
                 else "-"
             )

@@ -1,0 +1,87 @@
+"""The architecture habits, checked on the source: who may import what."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "jobctl"
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def modules() -> list[Path]:
+    return sorted(SRC.rglob("*.py"))
+
+
+def test_only_cli_imports_typer_and_rich() -> None:
+    offenders = [
+        str(p.relative_to(SRC))
+        for p in modules()
+        if {"typer", "rich", "click"} & imports_of(p) and p.parent.name != "cli"
+    ]
+    assert offenders == []
+
+
+def test_only_db_imports_psycopg() -> None:
+    offenders = [
+        str(p.relative_to(SRC))
+        for p in modules()
+        if "psycopg" in imports_of(p) and p.parent.name != "db"
+    ]
+    assert offenders == []
+
+
+def test_only_sources_http_imports_httpx() -> None:
+    offenders = [
+        str(p.relative_to(SRC))
+        for p in modules()
+        if "httpx" in imports_of(p) and p.name != "http.py"
+    ]
+    assert offenders == []
+
+
+def test_only_config_reads_the_environment() -> None:
+    offenders = []
+    for path in modules():
+        text = path.read_text()
+        if ("os.environ" in text or "os.getenv" in text) and path.name != "config.py":
+            offenders.append(str(path.relative_to(SRC)))
+    assert offenders == []
+
+
+def test_only_the_ledger_writes_runs() -> None:
+    writers = [
+        str(p.relative_to(SRC))
+        for p in modules()
+        if any(
+            w in p.read_text()
+            for w in (
+                "INSERT INTO jobctl.runs",
+                "UPDATE jobctl.runs",
+                "runs.insert(",
+                "update(runs)",
+            )
+        )
+    ]
+    assert writers == ["db/ledger.py"]
+
+
+def test_jobs_never_print() -> None:
+    offenders = []
+    for path in modules():
+        if path.parent.name == "cli":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                offenders.append(str(path.relative_to(SRC)))
+    assert offenders == []
