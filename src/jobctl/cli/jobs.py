@@ -86,9 +86,9 @@ def jobs_list(
         schedule = "-"
         if info.schedule:
             nxt = (
-                info.next_fire_times[0].astimezone(ZoneInfo(info.timezone)).strftime(
-                    "%a %m-%d %H:%M"
-                )
+                info.next_fire_times[0]
+                .astimezone(ZoneInfo(info.timezone))
+                .strftime("%a %m-%d %H:%M")
                 if info.next_fire_times
                 else "-"
             )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -132,17 +133,33 @@ class StateUpdate:
     last_modified: str | None = None
 
 
-Row = tuple[tuple[str, ...], bytes]
+#: (key, canonical JSON); data None: a bad record whose key is known — it is still in
+#: the feed (not removed) but nothing of it is applied.
+Row = tuple[tuple[str, ...], bytes | None]
 
 
 def _key_digest(key: tuple[str, ...]) -> int:
-    return int.from_bytes(
-        hashlib.blake2b("\x1f".join(key).encode(), digest_size=8).digest(), "little"
-    )
+    # 64-bit SipHash of the key: only used to notice duplicates within one feed. A
+    # (2^-64-unlikely) collision is harmless: duplicates are applied as an upsert.
+    return hash(key)
 
 
 def _copy_key(key: tuple[str, ...]) -> str:
-    return "\t".join(k.translate(_ESCAPE) for k in key)
+    return "\t".join([k.translate(_ESCAPE) for k in key])
+
+
+class _BoundedWriter(QueuedLibpqWriter):
+    """psycopg's threaded COPY writer with a short queue.
+
+    The client formats rows faster than the server ingests them; psycopg's default
+    queue (1024 × 128 KiB) would then hold ~100 MB. Sixteen buffers keep the
+    client and the server overlapped with a few MB in flight.
+    """
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        super().__init__(cursor)
+        if hasattr(self, "_queue"):
+            self._queue = queue.Queue(maxsize=16)  # type: ignore[assignment]
 
 
 def _ddl(table: FeedTable) -> sql.Composed:
@@ -350,15 +367,19 @@ def apply_feed(
         with db.raw() as conn:
             with conn.transaction(force_rollback=dry_run):
                 stats = _apply(conn, table, rows, partition, complete, spool_dir)
-                where, params = _partition_filter(table, partition)
-                found = conn.execute(
-                    sql.SQL("SELECT count(*) FROM {} WHERE removed_at IS NULL").format(
-                        table.ident()
-                    )
-                    + where,
-                    params,
-                ).fetchone()
-                _write_state(conn, table, partition, state, int(found[0]) if found else 0)
+                if stats.first_load:
+                    active = stats.distinct
+                else:
+                    where, params = _partition_filter(table, partition)
+                    found = conn.execute(
+                        sql.SQL("SELECT count(*) FROM {} WHERE removed_at IS NULL").format(
+                            table.ident()
+                        )
+                        + where,
+                        params,
+                    ).fetchone()
+                    active = int(found[0]) if found else 0
+                _write_state(conn, table, partition, state, active)
                 before_commit(stats)
             return stats
     except psycopg.errors.QueryCanceled as exc:
@@ -394,11 +415,19 @@ def _apply(
     return _first_load(conn, table, rows, prefix)
 
 
-def _line(prefix: str, key: tuple[str, ...], data: bytes) -> bytes:
+def _head(prefix: str, key: tuple[str, ...], data: bytes) -> bytes:
+    """The COPY text fields before ``data``: [partition,] keys, hash (no trailing tab)."""
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-    if b"\\" in data:
-        data = data.replace(b"\\", b"\\\\")
-    return f"{prefix}{_copy_key(key)}\t\\\\x{digest}\t".encode() + data + b"\n"
+    return f"{prefix}{_copy_key(key)}\t\\\\x{digest}".encode()
+
+
+def _copy_data(data: bytes) -> bytes:
+    # Canonical JSON has no raw control characters; only backslashes need escaping.
+    return data.replace(b"\\", b"\\\\") if b"\\" in data else data
+
+
+def _line(prefix: str, key: tuple[str, ...], data: bytes) -> bytes:
+    return _head(prefix, key, data) + b"\t" + _copy_data(data) + b"\n"
 
 
 def _first_load(
@@ -411,10 +440,12 @@ def _first_load(
     cur = conn.cursor()
     with cur.copy(
         sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident(), cols),
-        writer=QueuedLibpqWriter(cur),
+        writer=_BoundedWriter(cur),
     ) as copy:
         out = _Copier(copy)
         for key, data in rows:
+            if data is None:
+                continue
             stats.staged += 1
             line = _line(prefix, key, data)
             digest = _key_digest(key)
@@ -450,18 +481,13 @@ def _apply_duplicates(conn: psycopg.Connection[Any], table: FeedTable, dups: _Sp
     with cur.copy(sql.SQL("COPY _jobctl_dups ({}) FROM STDIN").format(cols)) as copy:
         for line in dups.selected():
             copy.write(line)
-    match = sql.SQL(" AND ").join(
-        sql.SQL("t.{c} = d.{c}").format(c=sql.Identifier(c)) for c in table.pk_columns
-    )
+    pk = sql.SQL(", ").join(map(sql.Identifier, table.pk_columns))
     cur.execute(
         sql.SQL(
-            "UPDATE {t} t SET data = d.data, hash = d.hash FROM (SELECT DISTINCT ON ({pk}) *"
-            " FROM _jobctl_dups ORDER BY {pk}, ord DESC) d WHERE {match}"
-        ).format(
-            t=table.ident(),
-            pk=sql.SQL(", ").join(map(sql.Identifier, table.pk_columns)),
-            match=match,
-        )
+            "INSERT INTO {t} AS t ({pk}, hash, data) SELECT {pk}, hash, data FROM"
+            " (SELECT DISTINCT ON ({pk}) * FROM _jobctl_dups ORDER BY {pk}, ord DESC) d"
+            " ON CONFLICT ({pk}) DO UPDATE SET data = EXCLUDED.data, hash = EXCLUDED.hash"
+        ).format(t=table.ident(), pk=pk)
     )
 
 
@@ -501,16 +527,20 @@ def _resync(
     try:
         with cur.copy(
             sql.SQL("COPY _jobctl_keys ({}, hash, ord) FROM STDIN").format(pk_list),
-            writer=QueuedLibpqWriter(cur),
+            writer=_BoundedWriter(cur),
         ) as copy:
             out = _Copier(copy)
             ordinal = -1
+            keys_only = 0
             for ordinal, (key, data) in enumerate(rows):
-                line = _line(prefix, key, data)
-                spool.add(line)
-                # keys + hash, without the data: the line up to the last tab
-                cut = line.index(b"\t\\\\x") + 36
-                out.add(line[:cut] + b"\t%d\n" % ordinal)
+                if data is None:
+                    keys_only += 1
+                    spool.add(b"\\N\n")  # keeps spool line numbers equal to ordinals
+                    out.add(f"{prefix}{_copy_key(key)}\t\\N\t{ordinal}\n".encode())
+                    continue
+                head = _head(prefix, key, data)
+                spool.add(head + b"\t" + _copy_data(data) + b"\n")
+                out.add(head + b"\t%d\n" % ordinal)
                 digest = _key_digest(key)
                 if digest in seen:
                     stats.duplicates += 1
@@ -521,7 +551,7 @@ def _resync(
             out.flush()
         stats.staged = ordinal + 1
         del seen
-        stats.distinct = stats.staged - stats.duplicates
+        stats.distinct = stats.staged - stats.duplicates - keys_only
         winners = "_jobctl_keys"
         if stats.duplicates:
             cur.execute(
@@ -538,7 +568,7 @@ def _resync(
         with cur.copy(
             sql.SQL(
                 "COPY (SELECT w.ord FROM {w} w LEFT JOIN {t} t ON {match}"
-                " WHERE t.hash IS DISTINCT FROM w.hash) TO STDOUT"
+                " WHERE w.hash IS NOT NULL AND t.hash IS DISTINCT FROM w.hash) TO STDOUT"
             ).format(w=sql.Identifier(winners), t=table.ident(), match=match)
         ) as copy:
             for chunk in copy:
@@ -549,7 +579,7 @@ def _resync(
         if changed:
             with cur.copy(
                 sql.SQL("COPY _jobctl_data ({}, hash, data) FROM STDIN").format(pk_list),
-                writer=QueuedLibpqWriter(cur),
+                writer=_BoundedWriter(cur),
             ) as copy:
                 out = _Copier(copy)
                 for line in spool.selected(wanted):
@@ -578,7 +608,7 @@ def _resync(
     cur.execute(
         sql.SQL(
             "UPDATE {t} t SET removed_at = NULL, updated_at = now(), last_seen_at = now()"
-            " FROM {w} w WHERE {match} AND t.removed_at IS NOT NULL"
+            " FROM {w} w WHERE {match} AND t.removed_at IS NOT NULL AND w.hash IS NOT NULL"
         ).format(t=table.ident(), w=sql.Identifier(winners), match=match)
     )
     stats.updated += cur.rowcount

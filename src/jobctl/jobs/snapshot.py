@@ -188,9 +188,11 @@ def run(ctx: RunContext, snapshot_plan: SnapshotPlan | None = None) -> None:
     day = plan_.date or default_date(ctx, ctx.settings.timezone)
     ctx.partition = day.isoformat()
     results: dict[str, Any] = {}
+    # Every set's precondition first: a run that fails on one writes no period of any set.
     for snapshot in plan_.sets:
         if snapshot.requires_sync:
             _require_sync(ctx, snapshot, day)
+    for snapshot in plan_.sets:
         for period in periods_for(snapshot, day, plan_.periods):
             started = time.monotonic()
             counts = replace_period(

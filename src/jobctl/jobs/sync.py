@@ -358,7 +358,9 @@ class _Reader:
         self.project = (
             Projector(source.fields, source.types) if source.fields or source.types else None
         )
-        self.progress: Callable[[str, int], None] | None = getattr(ctx, "progress", None)
+        self.progress: Callable[..., None] | None = ctx.progress
+        fields = source.fields or {}
+        self.raw_key_fields = [fields.get(k, k) for k in source.key]
 
     def bad(self, item: BadRecord) -> None:
         self.errors += 1
@@ -367,7 +369,8 @@ class _Reader:
 
     def rows(
         self, records: Iterator[dict[str, Any] | BadRecord]
-    ) -> Iterator[tuple[tuple[str, ...], bytes]]:
+    ) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
+        """(key, canonical JSON); (key, None) for a bad record whose key is known."""
         key_fields = self.source.key
         project = self.project
         next_report = time.monotonic() + PROGRESS_EVERY
@@ -384,21 +387,38 @@ class _Reader:
                 continue
             record = project(item, total) if project is not None else item
             if isinstance(record, BadRecord):
-                self.bad(record)
+                # Still in the feed: its key keeps the stored row from being marked removed.
+                raw_key = extract_key(item, self.raw_key_fields, position=total)
+                known = None if isinstance(raw_key, BadRecord) else raw_key
+                self.bad(
+                    BadRecord(record.position, record.reason, "/".join(known) if known else None)
+                )
+                if known is not None and not any("\x00" in k for k in known):
+                    yield known, None
                 continue
             key = extract_key(record, key_fields, position=total)
             if isinstance(key, BadRecord):
                 self.bad(key)
                 continue
+            if any("\x00" in k for k in key):
+                self.bad(
+                    BadRecord(
+                        total,
+                        "key contains a NUL character, which PostgreSQL cannot store",
+                        "/".join(key).replace("\x00", ""),
+                    )
+                )
+                continue
             data = canonical_bytes(record)
-            if b"\\u0000" in data or any("\x00" in k for k in key):
+            if b"\\u0000" in data:
                 self.bad(
                     BadRecord(
                         total,
                         "contains a NUL character, which PostgreSQL cannot store",
-                        "/".join(key).replace("\x00", ""),
+                        "/".join(key),
                     )
                 )
+                yield key, None
                 continue
             yield key, data
         self.total = total
