@@ -117,6 +117,7 @@ class FeedState:
     last_run_id: int | None
     fingerprint: str | None
     content_sha256: str | None
+    content_bytes: int | None
     etag: str | None
     last_modified: str | None
     rows_active: int
@@ -284,7 +285,8 @@ def read_state(db: Database, table: FeedTable, partition: str) -> FeedState | No
     try:
         with db.raw() as conn:
             row = conn.execute(
-                "SELECT last_synced_at, last_run_id, fingerprint, content_sha256, etag,"
+                "SELECT last_synced_at, last_run_id, fingerprint, content_sha256, content_bytes,"
+                " etag,"
                 " last_modified, rows_active FROM jobctl.feed_state"
                 " WHERE target = %s AND partition = %s",
                 (table.state_key, partition),
@@ -357,7 +359,7 @@ def apply_feed(
     *,
     partition: str,
     complete: bool,
-    state: StateUpdate,
+    state: StateUpdate | Callable[[], StateUpdate],
     before_commit: Callable[[ApplyStats], None] = lambda stats: None,
     dry_run: bool = False,
     spool_dir: Path | None = None,
@@ -379,7 +381,8 @@ def apply_feed(
                         params,
                     ).fetchone()
                     active = int(found[0]) if found else 0
-                _write_state(conn, table, partition, state, active)
+                final = state() if callable(state) else state
+                _write_state(conn, table, partition, final, active)
                 before_commit(stats)
             return stats
     except psycopg.errors.QueryCanceled as exc:

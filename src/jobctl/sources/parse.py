@@ -117,14 +117,40 @@ Item = dict[str, Any] | BadRecord
 # --------------------------------------------------------------------------- opening
 
 
-def open_source(path: Path) -> BinaryIO:
+class _Tap(io.RawIOBase):
+    """A raw file that hands every chunk it reads to ``on_chunk`` (e.g. a digest)."""
+
+    def __init__(self, raw: io.FileIO, on_chunk: Callable[[bytes], None]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._on_chunk = on_chunk
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._raw.readinto(buffer)
+        if count:
+            self._on_chunk(bytes(memoryview(buffer)[:count]))
+        return count or 0
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def open_source(path: Path, on_chunk: Callable[[bytes], None] | None = None) -> BinaryIO:
     """Open a local feed file for reading; gzip files (magic ``1f 8b``) are decompressed.
 
+    ``on_chunk`` sees every raw (still compressed) byte read, in order — a digest of
+    the file computed while it is parsed instead of in a pass of its own.
     Raises SourceError(transient=False) when the file cannot be opened.
     """
     path = Path(path)
     try:
-        raw = io.BufferedReader(io.FileIO(path, "rb"), buffer_size=FILE_BUFFER)
+        file = io.FileIO(path, "rb")
+        source: io.RawIOBase = _Tap(file, on_chunk) if on_chunk is not None else file
+        raw = io.BufferedReader(source, buffer_size=FILE_BUFFER)
     except OSError as exc:
         raise SourceError(f"cannot open {path}: {exc.strerror or exc}", transient=False) from exc
     try:
@@ -133,8 +159,9 @@ def open_source(path: Path) -> BinaryIO:
         raw.close()
         raise SourceError(f"cannot read {path}: {exc.strerror or exc}", transient=False) from exc
     if magic == _GZIP_MAGIC:
-        raw.close()
-        return cast(BinaryIO, gzip.open(path, "rb"))
+        unzipped = gzip.GzipFile(fileobj=raw, mode="rb")
+        unzipped.myfileobj = raw  # type: ignore[assignment]  # closed with it
+        return cast(BinaryIO, unzipped)
     return cast(BinaryIO, raw)
 
 
