@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from tests.conftest import Cli
 
@@ -46,7 +47,8 @@ def _dir() -> Path:
 
 
 def gen_command(records: int, change_pct: float | None, fmt: str, out: Path) -> list[str]:
-    cmd = [sys.executable, str(GEN_FEED), "--records", str(records), "--format", fmt]
+    nice = ["nice", "-n", "19"] if shutil.which("nice") else []  # yield to the tests' work
+    cmd = [*nice, sys.executable, str(GEN_FEED), "--records", str(records), "--format", fmt]
     if change_pct is not None:
         cmd += ["--change-pct", str(change_pct)]
     return [*cmd, "-o", str(out)]
@@ -114,6 +116,16 @@ def last_run(cli: Cli) -> dict[str, Any]:
     return runs(cli, "--job", "sync", "--limit", "1")[0]
 
 
+def latest(psql: psycopg.Connection[Any], job: str = "sync") -> dict[str, Any]:
+    """The newest run of ``job`` straight from ``jobctl.runs`` (cheaper than ``runs list``)."""
+    cur = psql.cursor(row_factory=dict_row)
+    row = cur.execute(
+        "SELECT * FROM jobctl.runs WHERE job = %s ORDER BY id DESC LIMIT 1", (job,)
+    ).fetchone()
+    assert row is not None, f"no {job} run"
+    return row
+
+
 def counts(run: dict[str, Any]) -> dict[str, int]:
     return {
         k: run[f"records_{k}"]
@@ -122,7 +134,12 @@ def counts(run: dict[str, Any]) -> dict[str, int]:
 
 
 def expect(
-    total: int, new: int = 0, updated: int = 0, unchanged: int = 0, removed: int = 0, errors: int = 0
+    total: int,
+    new: int = 0,
+    updated: int = 0,
+    unchanged: int = 0,
+    removed: int = 0,
+    errors: int = 0,
 ) -> dict[str, int]:
     return {
         "total": total,
@@ -177,9 +194,9 @@ def xmins(psql: psycopg.Connection[Any], table: str = "permits") -> dict[tuple[s
 def stored(psql: psycopg.Connection[Any], table: str = "permits") -> dict[tuple[str, ...], Any]:
     """(permit_num, revision_num) → data of the active rows."""
     rows = psql.execute(
-        sql.SQL(
-            "SELECT permit_num, revision_num, data FROM {} WHERE removed_at IS NULL"
-        ).format(sql.Identifier(*table.split(".")))
+        sql.SQL("SELECT permit_num, revision_num, data FROM {} WHERE removed_at IS NULL").format(
+            sql.Identifier(*table.split("."))
+        )
     ).fetchall()
     return {(r[0], r[1]): r[2] for r in rows}
 

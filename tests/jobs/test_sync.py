@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +15,20 @@ import psycopg
 import pytest
 
 from tests.conftest import Cli
+from tests.fixtures.httpserver import http_server
 from tests.jobs import (
     PERMITS_SOURCE,
     checksum,
     configure,
     counts,
     expect,
+    gen_command,
     gen_feed,
     key_of,
     last_run,
+    latest,
     load_records,
+    parse_gen_stats,
     runs,
     source_stats,
     stored,
@@ -143,6 +149,13 @@ def test_removed_records_and_their_return(
     sync(cli)
     assert counts(last_run(cli)) == expect(N - 10, unchanged=N - 10)
 
+    # an empty feed is refused rather than taken as "everything was removed"
+    before = checksum(psql)
+    write_json(feed, [])
+    sync(cli, code=1)
+    assert "no usable records" in latest(psql)["error_message"]
+    assert checksum(psql) == before
+
     # they come back: removed_at cleared, counted as updated
     write_json(feed, records)
     sync(cli)
@@ -174,13 +187,10 @@ def test_duplicate_keys_last_occurrence_wins(
         return {**records[i], "STATUS": status}
 
     # first load: record 5 twice, record 20 three times (later copies differ)
-    write_json(
-        feed,
-        [*records[:100], variant(5, "dup A"), *records[100:], variant(20, "dup B1"),
-         variant(20, "dup B2")],
-    )  # fmt: skip
+    dups = [variant(20, "dup B1"), variant(20, "dup B2")]
+    write_json(feed, [*records[:100], variant(5, "dup A"), *records[100:], *dups])
     sync(cli)
-    run = last_run(cli)
+    run = latest(psql)
     assert counts(run) == expect(N + 3, new=N, errors=3)
     data = stored(psql)
     assert len(data) == N
@@ -194,7 +204,7 @@ def test_duplicate_keys_last_occurrence_wins(
     # re-sync: 5 and 20 once each (original values), 7 twice (the later copy wins)
     write_json(feed, [*records[:50], variant(7, "dup C1"), *records[50:], variant(7, "dup C2")])
     sync(cli)
-    run = last_run(cli)
+    run = latest(psql)
     assert counts(run) == expect(N + 2, updated=3, unchanged=N - 3, errors=2)
     data = stored(psql)
     assert data[key_of(records[5])] == records[5]
@@ -221,7 +231,7 @@ def test_malformed_records_are_counted_and_sampled(
     configure(project, PERMITS_SOURCE)
     write_json(project / "feed.json", bad)
     sync(cli)
-    run = last_run(cli)
+    run = latest(psql)
     assert run["status"] == "completed"
     assert counts(run) == expect(N, new=N - 4, errors=4)
     samples = source_stats(run)["error_samples"]
@@ -247,12 +257,11 @@ def test_bad_types_over_the_error_ratio_fail_and_change_nothing(
     typed = PERMITS_SOURCE + 'types = { EST_CONST_COST = "float", GEO_ID = "int" }\n'
     configure(project, typed)
     result = sync(cli, code=1)
-    run = last_run(cli)
+    run = latest(psql)
     assert run["status"] == "failed"
-    assert "max_error_ratio" in run["error_message"] and "nothing was applied" in (
-        run["error_message"]
-    )
-    assert f"{len(junk)} of {N} records are bad" in run["error_message"]
+    message = run["error_message"]
+    assert f"{len(junk)} of {N} records are bad" in message and "max_error_ratio" in message
+    assert "nothing was applied" in message
     assert "max_error_ratio" in result.stderr
     assert checksum(psql) == before
     # the failed run still says how many records were bad, and which
@@ -262,27 +271,26 @@ def test_bad_types_over_the_error_ratio_fail_and_change_nothing(
     assert samples[0]["position"] == junk[0] + 1
     assert "EST_CONST_COST" in samples[0]["reason"] and "not a float" in samples[0]["reason"]
 
-    # under a higher ratio the same feed completes (into a new table: see the xfail below)
-    configure(project, typed.replace('"permits"', '"permits_typed"') + "max_error_ratio = 0.1\n")
+    # under a higher ratio the same feed completes: bad records are counted and sampled,
+    # keep their stored version and are not marked removed (they are in the feed)
+    configure(project, typed + "max_error_ratio = 0.1\n")
     sync(cli)
-    run = last_run(cli)
+    run = latest(psql)
     assert run["status"] == "completed"
-    assert counts(run) == expect(N, new=N - len(junk), errors=len(junk))
+    priced = [r for r in records if isinstance(r["EST_CONST_COST"], int)]  # 1 → 1.0: updated
+    assert counts(run) == expect(
+        N, updated=len(priced), unchanged=N - len(priced) - len(junk), errors=len(junk)
+    )
     samples = source_stats(run)["error_samples"]
     assert len(samples) == 20 and samples[-1]["position"] == junk[19] + 1
-    data = stored(psql, "permits_typed")
-    assert key_of(records[junk[0]]) not in data
-    good = next(r for r in records if isinstance(r["EST_CONST_COST"], int))
-    assert data[key_of(good)]["EST_CONST_COST"] == float(good["EST_CONST_COST"])
-    assert isinstance(data[key_of(good)]["GEO_ID"], int)
-    assert checksum(psql) == before
+    assert samples[0]["key"] == "/".join(key_of(records[junk[0]]))
+    data = stored(psql)
+    assert len(data) == N
+    assert data[key_of(records[junk[0]])] == records[junk[0]]
+    assert data[key_of(priced[0])]["EST_CONST_COST"] == float(priced[0]["EST_CONST_COST"])
+    assert isinstance(data[key_of(priced[0])]["GEO_ID"], int)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a record present in a complete feed but with a bad type is marked "
-    "removed (its key is never passed to the merge)",
-)
 def test_record_with_a_bad_type_is_not_marked_removed(
     cli: Cli, project: Path, psql: psycopg.Connection[Any]
 ) -> None:
@@ -291,13 +299,16 @@ def test_record_with_a_bad_type_is_not_marked_removed(
     feed = project / "feed.json"
     write_json(feed, records)
     sync(cli)
+    before = checksum(psql)
     records[7]["GEO_ID"] = "not a number"
     write_json(feed, records)
     sync(cli)
-    assert counts(last_run(cli)) == expect(200, unchanged=199, errors=1)
-    assert psql.execute("SELECT count(*) FROM permits WHERE removed_at IS NOT NULL").fetchone() == (
-        0,
-    )
+    run = latest(psql)
+    assert counts(run) == expect(200, unchanged=199, errors=1)
+    (sample,) = source_stats(run)["error_samples"]
+    assert sample["position"] == 8 and sample["key"] == "/".join(key_of(records[7]))
+    assert "GEO_ID" in sample["reason"] and "not an int" in sample["reason"]
+    assert checksum(psql) == before
 
 
 def test_nul_character_is_a_record_error(
@@ -312,19 +323,25 @@ def test_nul_character_is_a_record_error(
     text = text.replace(second, second.replace('"PERMIT_NUM": "', '"PERMIT_NUM": "\\u0000'))
     feed.write_text(text)
     sync(cli)
-    run = last_run(cli)
+    run = latest(psql)
     assert counts(run) == expect(N, new=N - 2, errors=2)
     reasons = [s["reason"] for s in source_stats(run)["error_samples"]]
     assert len(reasons) == 2 and all("NUL" in r for r in reasons)
-    # on a re-sync too (a brand-new record with a NUL; the two above are now clean)
+    # on a re-sync too: a new record with a NUL, a stored one that now has a NUL (kept
+    # as stored, not marked removed); the two above are clean now
     records[3]["STATUS"] = "changed"
+    stained = {**records[9], "DESCRIPTION": "a\x00b"}
     extra = {**records[0], "PERMIT_NUM": "99 999999 NUL", "DESCRIPTION": "a\x00b"}
-    write_json(feed, [*records, extra])
+    write_json(feed, [*records[:9], stained, *records[10:], extra])
     sync(cli)
-    run = last_run(cli)
-    assert counts(run) == expect(N + 1, new=2, unchanged=N - 2, errors=1)
-    assert source_stats(run)["error_samples"][0]["position"] == N + 1
-    assert stored(psql)[key_of(records[3])]["STATUS"] == "changed"
+    run = latest(psql)
+    assert counts(run) == expect(N + 1, new=2, unchanged=N - 3, errors=2)
+    samples = source_stats(run)["error_samples"]
+    assert [s["position"] for s in samples] == [10, N + 1]
+    data = stored(psql)
+    assert data[key_of(records[3])]["STATUS"] == "changed"
+    assert data[key_of(records[9])] == records[9]
+    assert len(data) == N
 
 
 def test_truncated_feed_fails_and_changes_nothing(
@@ -336,7 +353,8 @@ def test_truncated_feed_fails_and_changes_nothing(
     data = v2.path.read_bytes()
     # on a first load: no table is left behind
     feed.write_bytes(data[: len(data) // 2])
-    result = sync(cli, code=1)
+    sync(cli, code=1)
+    assert latest(psql)["status"] == "failed"
     assert not table_exists(psql, "permits")
     shutil.copy(v1.path, feed)
     sync(cli)
@@ -346,7 +364,7 @@ def test_truncated_feed_fails_and_changes_nothing(
     # on a re-sync: half of the next day's feed, cut in the middle of a record
     feed.write_bytes(data[: len(data) // 2])
     result = sync(cli, code=1)
-    run = last_run(cli)
+    run = latest(psql)
     assert run["status"] == "failed"
     message = run["error_message"]
     assert "JSON" in message and "truncated" in message, message
@@ -357,7 +375,7 @@ def test_truncated_feed_fails_and_changes_nothing(
     # the whole feed, once it arrives, applies normally
     shutil.copy(v2.path, feed)
     sync(cli)
-    assert counts(last_run(cli)) == expect(
+    assert counts(latest(psql)) == expect(
         v2.written, new=v2.new, updated=v2.changed, unchanged=N - v2.changed
     )
 
@@ -371,7 +389,7 @@ def test_dry_run_reports_counts_and_changes_nothing(
     shutil.copy(v1.path, feed)
     result = sync(cli, "--dry-run")
     assert f"new {N}" in result.stderr
-    run = last_run(cli)
+    run = latest(psql)
     assert run["status"] == "completed" and run["params"]["dry_run"] == "true"
     assert counts(run) == expect(N, new=N)
     assert not table_exists(psql, "permits")
@@ -383,21 +401,21 @@ def test_dry_run_reports_counts_and_changes_nothing(
     shutil.copy(v2.path, feed)
     result = sync(cli, "--dry-run")
     expected = expect(v2.written, new=v2.new, updated=v2.changed, unchanged=N - v2.changed)
-    assert counts(last_run(cli)) == expected
+    assert counts(latest(psql)) == expected
     assert f"updated {v2.changed}" in result.stderr
     assert checksum(psql) == before
     assert psql.execute("SELECT * FROM jobctl.feed_state").fetchall() == state
     # the dry run did not record the new digest: the real sync still applies the feed
     sync(cli)
-    assert counts(last_run(cli)) == expected
+    assert counts(latest(psql)) == expected
 
 
 def test_data_quality_checks_are_recorded_and_only_warn(
     cli: Cli, project: Path, psql: psycopg.Connection[Any]
 ) -> None:
     records = load_records(gen_feed(N).path)
-    cancelled = sum(r["STATUS"] == "Cancelled" for r in records)
-    assert cancelled > 0
+    refusals = sum(r["STATUS"] == "Refusal Notice" for r in records)
+    assert refusals > 0
     configure(
         project,
         PERMITS_SOURCE
@@ -408,8 +426,8 @@ sql = "SELECT count(*) FROM permits WHERE removed_at IS NULL"
 min = {N}
 
 [[sources.permits.checks]]
-name = "cancelled"
-sql = "SELECT count(*) FROM permits WHERE data->>'STATUS' = 'Cancelled'"
+name = "refusals"
+sql = "SELECT count(*) FROM permits WHERE data->>'STATUS' = 'Refusal Notice'"
 max = 0
 
 [[sources.permits.checks]]
@@ -420,12 +438,125 @@ min = 0
     )
     shutil.copy(gen_feed(N).path, project / "feed.json")
     result = sync(cli)
-    run = last_run(cli)
+    run = latest(psql)
     assert run["status"] == "completed" and counts(run) == expect(N, new=N)
     checks = {c["name"]: c for c in source_stats(run)["checks"]}
     assert checks["active_rows"]["value"] == N and checks["active_rows"]["ok"] is True
-    assert checks["cancelled"]["value"] == cancelled and checks["cancelled"]["ok"] is False
+    assert checks["refusals"]["value"] == refusals and checks["refusals"]["ok"] is False
     assert checks["broken"]["ok"] is False and "no_such_table" in checks["broken"]["error"]
-    assert run["stats"]["warnings"] == ["check 'cancelled' failed", "check 'broken' failed"]
-    assert "cancelled" in result.stderr
+    assert run["stats"]["warnings"] == ["check 'refusals' failed", "check 'broken' failed"]
+    assert "refusals" in result.stderr
     assert psql.execute("SELECT count(*) FROM permits").fetchone() == (N,)
+    # an unchanged feed is still a sync: the checks run and are recorded again
+    sync(cli)
+    run = latest(psql)
+    assert source_stats(run)["not_modified"] is True
+    assert {c["name"]: c.get("value") for c in source_stats(run)["checks"]} == {
+        "active_rows": N,
+        "refusals": refusals,
+        "broken": None,
+    }
+    assert run["stats"]["warnings"] == ["check 'refusals' failed", "check 'broken' failed"]
+
+
+BIG = 100_000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def big_feed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any]]:
+    """The kill -9 test's large feed, generated in the background while other tests run."""
+    path = tmp_path_factory.mktemp("big") / "feed.json"
+    command = gen_command(BIG, None, "json", path)
+    generator = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    yield path, generator
+    if generator.poll() is None:
+        generator.kill()
+    generator.communicate()
+
+
+def test_kill_9_during_the_merge_changes_nothing(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any], big_feed: tuple[Path, Any]
+) -> None:
+    big, generator = big_feed
+    configure(project, PERMITS_SOURCE)
+    shutil.copy(gen_feed(N).path, project / "feed.json")  # the first N records of the big feed
+    sync(cli)
+    before = checksum(psql)
+    state = psql.execute("SELECT * FROM jobctl.feed_state").fetchall()
+    _, err = generator.communicate(timeout=60)
+    assert generator.returncode == 0 and parse_gen_stats(err)["records_written"] == BIG
+
+    proc = cli.popen("sync", "--source", "permits", "--file", str(big))
+    try:
+        victim = wait_until(
+            lambda: psql.execute("SELECT id FROM jobctl.runs WHERE status = 'running'").fetchone(),
+            what="a running sync",
+        )
+        # the merge is under way: rows are streaming into the server
+        wait_until(
+            lambda: psql.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state = 'active' AND query LIKE 'COPY%'"
+            ).fetchone(),
+            what="a COPY of the sync",
+        )
+        time.sleep(0.5)
+        assert proc.poll() is None, "the sync ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+    rows = wait_until(
+        lambda: [r for r in runs(cli) if r["status"] == "abandoned"], what="an abandoned run"
+    )
+    assert [r["id"] for r in rows] == [victim[0]]
+    assert checksum(psql) == before
+    assert psql.execute("SELECT * FROM jobctl.feed_state").fetchall() == state
+
+    result = sync(cli, "--source", "permits", "--file", str(big))
+    run = last_run(cli)
+    assert run["status"] == "completed", result.stderr
+    assert counts(run) == expect(BIG, new=BIG - N, unchanged=N)
+    assert psql.execute("SELECT count(*) FROM permits WHERE removed_at IS NULL").fetchone() == (
+        BIG,
+    )
+
+
+def test_two_syncs_at_once_one_runs_one_skips(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    body = gen_feed(N).path.read_bytes()
+    with http_server() as srv:
+        srv.serve("/permits.json", body, delay=2.5)
+        configure(
+            project,
+            f"""
+[sources.permits]
+url = "{srv.url("/permits.json")}"
+key = ["PERMIT_NUM", "REVISION_NUM"]
+table = "permits"
+""",
+        )
+        first = cli.popen("sync")
+        running = wait_until(
+            lambda: psql.execute(
+                "SELECT id, pid FROM jobctl.runs WHERE status = 'running'"
+            ).fetchone(),
+            what="a running sync",
+        )
+        second = cli("sync")
+        assert first.wait(timeout=60) == 0, first.communicate()
+        first.communicate()
+    assert second.code == 75, second.stderr
+    rows = runs(cli)
+    assert [r["status"] for r in rows] == ["skipped", "completed"]
+    skipped = rows[0]["error_message"]
+    assert f"run {running[0]}" in skipped and f"pid {running[1]}" in skipped
+    assert f"run {running[0]}" in second.stderr
+    assert counts(rows[1]) == expect(N, new=N)
+    assert len(srv.requests_for("/permits.json")) == 1

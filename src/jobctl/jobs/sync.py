@@ -201,7 +201,9 @@ def _sync_source(ctx: RunContext, source: SourceConfig, day: date, location: str
                 last_modified=result.last_modified,
             )
             if result.not_modified:
-                return _unchanged(ctx, table, partition, update, info, "HTTP 304 Not Modified")
+                return _unchanged(
+                    ctx, source, table, partition, update, info, "HTTP 304 Not Modified"
+                )
             assert result.path is not None
             path = result.path
         else:
@@ -232,14 +234,14 @@ def _sync_source(ctx: RunContext, source: SourceConfig, day: date, location: str
             and update.content_sha256
             and previous.content_sha256 == update.content_sha256
         ):
-            return _unchanged(
-                ctx, table, partition, update, info, "same content as the last sync (sha256)"
-            )
+            why = "same content as the last sync (sha256)"
+            return _unchanged(ctx, source, table, partition, update, info, why)
         return _apply(ctx, source, table, partition, path, update, info)
 
 
 def _unchanged(
     ctx: RunContext,
+    source: SourceConfig,
     table: FeedTable,
     partition: str,
     update: StateUpdate,
@@ -250,6 +252,9 @@ def _unchanged(
     ctx.log.info("%s: feed unchanged (%s): %d records unchanged", update.source, why, active)
     ctx.counters.add({"total": active, "unchanged": active})
     info.update(not_modified=True, reason=why, unchanged=active)
+    # The checks run after every sync: an unchanged feed is what a freshness check is for.
+    if source.checks and not ctx.dry_run:
+        info["checks"] = run_checks(ctx, source, partition)
     return info
 
 
