@@ -193,12 +193,14 @@ class Runner:
         now = options.now or datetime.now(UTC)
         params = {**cfg.params, **options.params}
 
-        def skip(reason: str, code: ExitCode, slot: datetime | None = None) -> RunOutcome:
+        def skip(
+            reason: str, code: ExitCode, slot: datetime | None = None, status: str = "skipped"
+        ) -> RunOutcome:
             with self.db.begin() as conn:
                 run_id = ledger.insert_run(
                     conn,
                     job=name,
-                    status="skipped",
+                    status=status,
                     trigger=trigger,
                     params=params,
                     partition=options.partition,
@@ -207,13 +209,14 @@ class Runner:
                     error_message=reason,
                 )
             log.info(
-                "%s: skipped (run %s): %s",
+                "%s: %s (run %s): %s",
                 name,
+                status,
                 run_id,
                 reason,
-                extra={"action": "run.skipped", "run_id": run_id, "job": name},
+                extra={"action": f"run.{status}", "run_id": run_id, "job": name},
             )
-            return RunOutcome(name, run_id, "skipped", code, reason, scheduled_for=slot)
+            return RunOutcome(name, run_id, status, code, reason, scheduled_for=slot)
 
         if not cfg.enabled:
             return skip(f"job {name!r} is disabled ({_enabled_hint(name)})", ExitCode.OK)
@@ -235,12 +238,12 @@ class Runner:
                     acquired = lock.acquire(timedelta(days=3650))
             except RunCancelled as exc:
                 interrupt.disarm()
-                outcome = skip(
+                return skip(
                     f"interrupted by {exc.signal_name} while waiting for the lock",
                     exc.exit_code,
                     slot,
+                    status="cancelled",
                 )
-                return RunOutcome(name, outcome.run_id, "cancelled", exc.exit_code, outcome.message)
             interrupt.disarm()
             if not acquired:
                 with self.db.begin() as conn:
@@ -293,6 +296,9 @@ class Runner:
                     reason = f"slot already done (run {done} completed the {_iso(slot)} slot)"
                 elif (
                     cfg.catchup == "none"
+                    # only a tick can be late; a slot handed over (backfill --missing,
+                    # catch-up) is being filled on purpose
+                    and options.scheduled_for is None
                     and cfg.misfire_grace is not None
                     and now - slot > cfg.misfire_grace
                 ):

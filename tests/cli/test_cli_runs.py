@@ -191,7 +191,7 @@ def test_two_at_once_one_runs_one_skips(cli: Cli) -> None:
 
 @pytest.mark.slow
 def test_twenty_at_once_still_one_runs(cli: Cli) -> None:
-    procs = [cli.popen("run", "sleepy", "--param", "seconds=4") for _ in range(20)]
+    procs = [cli.popen("run", "sleepy", "--param", "seconds=15") for _ in range(20)]
     codes = [p.wait(timeout=120) for p in procs]
     assert sorted(codes) == [0] + [75] * 19
     statuses = [r["status"] for r in runs(cli)]

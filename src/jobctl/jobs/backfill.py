@@ -117,6 +117,12 @@ def plan(
     chosen = tuple(j for j in BACKFILL_JOBS if j in chosen)  # sync before snapshot
     if not chosen:
         raise UsageError("nothing to backfill: configure a date-dependent source or a snapshot set")
+    if missing:
+        for job in chosen:
+            if not settings.job(job).schedule:
+                raise UsageError(
+                    f"--missing needs a schedule for job {job!r} (jobs.{job}.schedule)"
+                )
     return BackfillPlan(first, last, chosen, missing, force, continue_on_error, dated)
 
 
@@ -149,10 +155,32 @@ def _children(ctx: RunContext, plan_: BackfillPlan) -> list[Child]:
                 min(window_end.astimezone(UTC), datetime.now(UTC)),
             )
         for gap in gaps:
-            day = gap.served_date or gap.scheduled_for.astimezone(ZoneInfo(cfg.timezone)).date()
+            day = (
+                (_sync_date(ctx.settings, plan_, gap.scheduled_for) if job == "sync" else None)
+                or gap.served_date
+                or gap.scheduled_for.astimezone(ZoneInfo(cfg.timezone)).date()
+            )
             if plan_.start <= day <= plan_.end:
                 found.append(Child(job, day, gap.scheduled_for))
     return sorted(found, key=lambda c: (c.day, BACKFILL_JOBS.index(c.job)))
+
+
+def _sync_date(settings: Settings, plan_: BackfillPlan, slot: datetime) -> date | None:
+    """The date the backfilled (date-dependent) sources read for a sync tick at ``slot``.
+
+    A tick reads each source for its own default date (``today`` / ``yesterday``
+    in the source's zone); a full-snapshot source with another default date must
+    not shift the date a missed daily export is re-read for.
+    """
+    from jobctl.jobs.sync import sources_of
+
+    sources = sources_of(settings)
+    days = set()
+    for name in plan_.sync_sources:
+        source = sources[name]
+        local = slot.astimezone(ZoneInfo(source.timezone)).date()
+        days.add(local - timedelta(days=1) if source.date == "yesterday" else local)
+    return days.pop() if len(days) == 1 else None
 
 
 def run(ctx: RunContext, backfill_plan: BackfillPlan) -> None:

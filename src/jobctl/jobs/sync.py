@@ -494,7 +494,9 @@ def run_checks(ctx: RunContext, source: SourceConfig, partition: str) -> list[di
 def served_date(settings: Settings, slot: datetime) -> date | None:
     """The date a tick works on, when every source agrees on it (else None)."""
     days = set()
-    for source in sources_of(settings).values():
+    sources = list(sources_of(settings).values())
+    dated = [s for s in sources if s.date_dependent]
+    for source in dated or sources:
         day = slot.astimezone(ZoneInfo(source.timezone)).date()
         days.add(day - timedelta(days=1) if source.date == "yesterday" else day)
     return days.pop() if len(days) == 1 else None
