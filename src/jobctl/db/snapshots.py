@@ -136,15 +136,20 @@ def replace_period(
             counts.rows = cur.rowcount
             values = _ensure_table(cur, table, key)
             t = _ident(table)
+            keys = sql.SQL(", ").join(map(sql.Identifier, key))
             kmatch = sql.SQL(" AND ").join(
-                sql.SQL("t.{c} IS NOT DISTINCT FROM s.{c}").format(c=sql.Identifier(k)) for k in key
+                sql.SQL("t.{c} IS NOT DISTINCT FROM g.{c}").format(c=sql.Identifier(k)) for k in key
             )
+            # Keys that vanished: EXCEPT is a hashed set operation that treats NULLs as
+            # equal (like the NULLS NOT DISTINCT constraint); a NOT EXISTS on IS NOT
+            # DISTINCT FROM cannot hash and grows with the square of the groups.
             cur.execute(
                 sql.SQL(
-                    "DELETE FROM {t} t WHERE t.period_type = %s AND t.period_start = %s"
-                    " AND NOT EXISTS (SELECT 1 FROM _jobctl_snap s WHERE {m})"
-                ).format(t=t, m=kmatch),
-                (period.type, period.start),
+                    "DELETE FROM {t} t USING (SELECT {k} FROM {t} WHERE period_type = %s"
+                    " AND period_start = %s EXCEPT SELECT {k} FROM _jobctl_snap) g"
+                    " WHERE t.period_type = %s AND t.period_start = %s AND {m}"
+                ).format(t=t, k=keys, m=kmatch),
+                (period.type, period.start, period.type, period.start),
             )
             counts.deleted = cur.rowcount
             cols = [*key, *values]
