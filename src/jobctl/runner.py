@@ -249,6 +249,13 @@ class Runner:
                 with self.db.begin() as conn:
                     ledger.sweep_abandoned(conn, name)
                     holder = ledger.lock_holder(conn, name, lock.key)
+                    # A holder that has just taken the lock writes its row within
+                    # milliseconds: wait briefly so the message can name its run.
+                    for _ in range(10):
+                        if holder.run_id is not None:
+                            break
+                        time.sleep(0.05)
+                        holder = ledger.lock_holder(conn, name, lock.key)
                 waited = (
                     f" after waiting {format_duration(options.wait_timeout)}"
                     if options.wait
@@ -306,31 +313,20 @@ class Runner:
                         f"missed: the {_iso(slot)} slot is {format_duration(now - slot)} "
                         f"old, over misfire_grace {format_duration(cfg.misfire_grace)}"
                     )
-            if reason is None:
-                run_id = ledger.insert_run(
-                    conn,
-                    job=name,
-                    status="running",
-                    trigger=trigger,
-                    params=params,
-                    partition=options.partition,
-                    parent_id=options.parent_id,
-                    scheduled_for=slot,
-                    lock_backend_pid=lock.backend_pid,
-                    lock_key=lock.key,
-                )
-            else:
-                run_id = ledger.insert_run(
-                    conn,
-                    job=name,
-                    status="skipped",
-                    trigger=trigger,
-                    params=params,
-                    partition=options.partition,
-                    parent_id=options.parent_id,
-                    scheduled_for=slot,
-                    error_message=reason,
-                )
+            runs_now = reason is None
+            run_id = ledger.insert_run(
+                conn,
+                job=name,
+                status="running" if runs_now else "skipped",
+                trigger=trigger,
+                params=params,
+                partition=options.partition,
+                parent_id=options.parent_id,
+                scheduled_for=slot,
+                lock_backend_pid=lock.backend_pid if runs_now else None,
+                lock_key=lock.key if runs_now else None,
+                error_message=reason,
+            )
         if reason is not None:
             log.info(
                 "%s: skipped (run %s): %s",
@@ -665,6 +661,11 @@ def _enabled_hint(name: str) -> str:
 
 
 def _holder_message(job: str, holder: ledger.Holder) -> str:
+    if holder.run_id is None and holder.pid is not None:
+        return (
+            f"job {job!r} is already running: a run starting on host {holder.host} "
+            f"(pid {holder.pid}), lock held for {format_duration(holder.age_seconds)}"
+        )
     if holder.run_id is None:
         return f"job {job!r} is already running (its lock is held; the holder is just starting)"
     return (

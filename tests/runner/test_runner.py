@@ -135,6 +135,10 @@ def test_lock_contention_records_skipped_with_holder(project: Path, db_url: str,
         holder.release()
     assert outcome.status == "skipped" and outcome.exit_code == ExitCode.LOCKED
     assert "already running" in outcome.message
+    # The holder has no run row yet: its lock connection still names host and pid.
+    import socket
+
+    assert f"host {socket.gethostname()[:40]} (pid {os.getpid()})" in outcome.message
     assert row(psql, outcome.run_id)["status"] == "skipped"
 
 

@@ -88,10 +88,15 @@ class Database:
         with self.connect() as conn, conn.begin():
             yield conn
 
-    def raw(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+    def raw(
+        self, *, autocommit: bool = False, application_name: str | None = None
+    ) -> psycopg.Connection[Any]:
         """A dedicated psycopg connection (locks, COPY)."""
+        args = self._connect_args()
+        if application_name:
+            args["application_name"] = application_name[:63]
         try:
-            return psycopg.connect(self.url, autocommit=autocommit, **self._connect_args())
+            return psycopg.connect(self.url, autocommit=autocommit, **args)
         except psycopg.OperationalError as exc:
             raise self._unreachable(exc) from None
 

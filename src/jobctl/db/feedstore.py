@@ -225,14 +225,11 @@ def ensure_table(cur: psycopg.Cursor[Any], table: FeedTable) -> None:
     cur.execute(_view(table))
 
 
-class _Spool:
-    """Full COPY lines of a re-sync, kept on disk until the server says which to send."""
+class _Batcher:
+    """Joins lines into ~1 MiB writes to ``write`` (a COPY, a file)."""
 
-    def __init__(self, directory: Path | None) -> None:
-        # Closed by close(); a context manager would not fit the spool's lifetime.
-        self.file: IO[bytes] = tempfile.TemporaryFile(  # noqa: SIM115
-            prefix="jobctl-spool-", dir=directory
-        )
+    def __init__(self, write: Callable[[bytes], Any]) -> None:
+        self._write = write
         self.buffer: list[bytes] = []
         self.size = 0
 
@@ -244,9 +241,27 @@ class _Spool:
 
     def flush(self) -> None:
         if self.buffer:
-            self.file.write(b"".join(self.buffer))
+            self._write(b"".join(self.buffer))
             self.buffer.clear()
             self.size = 0
+
+
+class _Copier(_Batcher):
+    """COPY text lines, batched (a worker thread sends them)."""
+
+    def __init__(self, copy: psycopg.Copy) -> None:
+        super().__init__(copy.write)
+
+
+class _Spool(_Batcher):
+    """Full COPY lines of a re-sync, kept on disk until the server says which to send."""
+
+    def __init__(self, directory: Path | None) -> None:
+        # Closed by close(); a context manager would not fit the spool's lifetime.
+        self.file: IO[bytes] = tempfile.TemporaryFile(  # noqa: SIM115
+            prefix="jobctl-spool-", dir=directory
+        )
+        super().__init__(self.file.write)
 
     def selected(self, wanted: bytearray | None = None) -> Iterator[bytes]:
         """The spooled lines whose ordinal's bit is set in ``wanted`` (all if None)."""
@@ -258,27 +273,6 @@ class _Spool:
 
     def close(self) -> None:
         self.file.close()
-
-
-class _Copier:
-    """Batches COPY text lines into ~1 MiB writes (a worker thread sends them)."""
-
-    def __init__(self, copy: psycopg.Copy) -> None:
-        self.copy = copy
-        self.buffer: list[bytes] = []
-        self.size = 0
-
-    def add(self, line: bytes) -> None:
-        self.buffer.append(line)
-        self.size += len(line)
-        if self.size >= BATCH_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.buffer:
-            self.copy.write(b"".join(self.buffer))
-            self.buffer.clear()
-            self.size = 0
 
 
 def read_state(db: Database, table: FeedTable, partition: str) -> FeedState | None:

@@ -174,9 +174,25 @@ def lock_holder(conn: Connection, job: str, key: int) -> Holder:
         ),
         {"job": job, "key": key},
     ).first()
-    if row is None:
+    if row is not None:
+        return Holder(int(row.id), row.host, int(row.pid), row.started_at, float(row.age))
+    # The holder took the lock but has not written its run row yet: its lock
+    # connection's application_name ("jobctl HOST PID") still names it.
+    session = conn.execute(
+        text(
+            "SELECT a.application_name, a.xact_start,"
+            " extract(epoch FROM now() - a.xact_start) AS age"
+            " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = CAST(:ns AS oid)"
+            " AND l.objid = CAST(:key AS oid) AND l.objsubid = 2 LIMIT 1"
+        ),
+        {"ns": NAMESPACE, "key": key},
+    ).first()
+    parts = (session.application_name or "").split() if session is not None else []
+    if session is None or len(parts) != 3 or parts[0] != "jobctl" or not parts[2].isdigit():
         return Holder(None, None, None, None, None)
-    return Holder(int(row.id), row.host, int(row.pid), row.started_at, float(row.age))
+    age = float(session.age) if session.age is not None else None
+    return Holder(None, parts[1], int(parts[2]), session.xact_start, age)
 
 
 def completed_slot_run(conn: Connection, job: str, scheduled_for: datetime) -> int | None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import socket
 import threading
 import time
 from datetime import timedelta
@@ -26,6 +28,11 @@ from jobctl.errors import DatabaseError
 log = logging.getLogger("jobctl.lock")
 
 NAMESPACE = 0x4A43544C  # 'JCTL'
+
+
+def holder_name() -> str:
+    """``application_name`` of a lock connection: ``jobctl HOST PID``."""
+    return f"jobctl {socket.gethostname()[:40]} {os.getpid()}"
 
 
 def lock_key(job: str) -> int:
@@ -59,7 +66,8 @@ class JobLock:
 
     def try_acquire(self) -> bool:
         if self._conn is None:
-            self._conn = self.db.raw(autocommit=False)
+            # Names the holder in pg_stat_activity before its run row exists.
+            self._conn = self.db.raw(autocommit=False, application_name=holder_name())
         conn = self._conn
         try:
             with self._mutex:
