@@ -139,7 +139,13 @@ def ensure_copy_file(feed: Feed) -> Path:
     out = feed.path.with_name(feed.path.stem + ".copy.tsv")
     if out.is_file() and out.stat().st_mtime >= feed.path.stat().st_mtime:
         return out
-    from jobctl.sources.parse import canonical_bytes, extract_key, iter_records, open_source
+    from jobctl.sources.parse import (
+        canonical_bytes,
+        canonical_hash,
+        extract_key,
+        iter_records,
+        open_source,
+    )
 
     esc = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
     tmp = out.with_suffix(".tmp")
@@ -150,7 +156,7 @@ def ensure_copy_file(feed: Feed) -> Path:
             key = extract_key(rec, ("PERMIT_NUM", "REVISION_NUM"))
             assert isinstance(key, tuple), key
             data = canonical_bytes(rec)
-            digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+            digest = canonical_hash(rec).hex()
             keys = "\t".join(k.translate(esc) for k in key)
             buf.append(f"{keys}\t\\\\x{digest}\t".encode() + data.replace(b"\\", b"\\\\") + b"\n")
             if len(buf) >= 10_000:

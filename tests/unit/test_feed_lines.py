@@ -1,0 +1,23 @@
+"""COPY text lines of the feed store: escaping and the stored hash."""
+
+from __future__ import annotations
+
+from jobctl.db.feedstore import _head, _line
+from jobctl.sources.parse import canonical_bytes, canonical_hash
+
+
+def test_stored_hash_is_the_canonical_hash() -> None:
+    record = {"b": [1, 2], "a": "x\\y", "c": None}
+    data = canonical_bytes(record)
+    head = _head("", ("k1", "k2"), data)
+    assert head == b"k1\tk2\t\\\\x" + canonical_hash(record).hex().encode()
+
+
+def test_keys_and_data_are_escaped_for_copy_text() -> None:
+    data = canonical_bytes({"a": "back\\slash"})
+    line = _line("2026-01-02\t", ("tab\there", "new\nline", "back\\x"), data)
+    fields = line.rstrip(b"\n").split(b"\t")
+    assert fields[0] == b"2026-01-02"
+    assert fields[1:4] == [b"tab\\there", b"new\\nline", b"back\\\\x"]
+    assert fields[5] == data.replace(b"\\", b"\\\\")
+    assert line.count(b"\n") == 1
