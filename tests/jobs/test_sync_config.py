@@ -276,3 +276,39 @@ def test_csv_and_ndjson_with_fields_and_types(
     # the same files again, forced: every record read, nothing changed
     sync(cli, "--force")
     assert counts(latest(psql)) == expect(2001, unchanged=2000 - len(junk), errors=len(junk) + 1)
+
+
+def test_one_record_per_date_with_the_date_as_key(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    """An analytics API's daily summary: json-object, key = [], the date is the key."""
+    configure(
+        project,
+        '[sources.visits]\npath = "api/{date}.json"\nformat = "json-object"\nkey = []\n'
+        'table = "visits"\n',
+    )
+    (project / "api").mkdir()
+    (project / "api" / "2026-01-10.json").write_text('{"nb_visits": 10, "nb_actions": 40}')
+    (project / "api" / "2026-01-11.json").write_text('{"nb_visits": 11, "nb_actions": 41}')
+    sync(cli, "--date", "2026-01-10")
+    sync(cli, "--date", "2026-01-11")
+    assert counts(latest(psql)) == expect(1, new=1)
+    (project / "api" / "2026-01-11.json").write_text('{"nb_visits": 12}')
+    sync(cli, "--date", "2026-01-11")
+    assert counts(latest(psql)) == expect(1, updated=1)
+    rows = psql.execute(
+        "SELECT partition_date::text, data FROM visits WHERE removed_at IS NULL ORDER BY 1"
+    ).fetchall()
+    assert rows == [
+        ("2026-01-10", {"nb_visits": 10, "nb_actions": 40}),
+        ("2026-01-11", {"nb_visits": 12}),
+    ]
+
+
+def test_empty_key_needs_a_date_dependent_location(cli: Cli, project: Path) -> None:
+    configure(
+        project, '[sources.x]\npath = "x.json"\nformat = "json-object"\nkey = []\ntable = "x"\n'
+    )
+    result = cli("sync")
+    assert result.code == 2 and "sources.x.key" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -420,6 +420,8 @@ def _head(prefix: str, key: tuple[str, ...], data: bytes) -> bytes:
     joined = "\t".join(key)
     if _NEEDS_ESCAPE.search(joined):
         joined = _copy_key(key)
+    if not key:  # the date alone is the key: no trailing separator after it
+        prefix = prefix[:-1]
     return f"{prefix}{joined}\t\\\\x{xxhash.xxh3_128_hexdigest(data)}".encode()
 
 
@@ -538,7 +540,8 @@ def _resync(
                 if data is None:
                     keys_only += 1
                     spool.add(b"\\N\n")  # keeps spool line numbers equal to ordinals
-                    out.add(f"{prefix}{_copy_key(key)}\t\\N\t{ordinal}\n".encode())
+                    keys = f"{prefix}{_copy_key(key)}" if key else prefix[:-1]
+                    out.add(f"{keys}\t\\N\t{ordinal}\n".encode())
                     continue
                 head = _head(prefix, key, data)
                 spool.add(head + b"\t" + _copy_data(data) + b"\n")

@@ -153,8 +153,17 @@ def _parse_one(name: str, t: Any, *, origin: str, default_tz: str) -> SourceConf
     key = t.get("key")
     if isinstance(key, str):
         key = [key]
-    if not key or not isinstance(key, list) or not all(isinstance(k, str) and k for k in key):
-        raise bad("key", 'must name one or more key fields, e.g. key = ["id"]')
+    location = str(t.get("url") or t.get("path") or "")
+    # One record per date (an analytics API's daily summary): the date alone is the key.
+    keyless_ok = key == [] and ("{date" in location or t.get("date_key") is True)
+    if not keyless_ok and (
+        not key or not isinstance(key, list) or not all(isinstance(k, str) and k for k in key)
+    ):
+        raise bad(
+            "key",
+            'must name one or more key fields, e.g. key = ["id"] (key = [] only for a '
+            "source whose location depends on {date}: then the date is the key)",
+        )
     kwargs["key"] = tuple(key)
     table = t.get("table")
     if not isinstance(table, str) or not _IDENT.match(table):
