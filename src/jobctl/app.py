@@ -157,6 +157,8 @@ class App:
             return ledger.list_runs(conn, job=job, status=status, since=after, limit=limit)
 
     def show_run(self, run_id: int) -> dict[str, Any]:
+        if not 0 < run_id < 2**63:
+            raise UsageError(f"run {run_id} does not exist")
         with self.db.begin() as conn:
             ledger.sweep_abandoned(conn)
             run = ledger.get_run(conn, run_id)

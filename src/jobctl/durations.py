@@ -8,6 +8,7 @@ from datetime import date, timedelta
 from jobctl.errors import UsageError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+MAX_SECONDS = 100 * 365 * 86400
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -21,7 +22,10 @@ def parse_duration(text: str, *, what: str = "duration") -> timedelta:
             f"{what} {text!r} is not a duration (use a number and a unit: 90s, 5m, 2h, 7d)"
         )
     value, unit = match.groups()
-    return timedelta(seconds=float(value) * _UNITS[unit])
+    seconds = float(value) * _UNITS[unit]
+    if seconds > MAX_SECONDS:
+        raise UsageError(f"{what} {text!r} is too long (at most 100 years)")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(delta: timedelta | float | None) -> str:

@@ -108,6 +108,9 @@ def test_jobs_list(cli: Cli, project: Path) -> None:
         (("run", "sleepy", "--param", "novalue"), "'novalue'"),
         (("run", "sleepy", "--timeout", "soon"), "'soon'"),
         (("nosuchcommand",), "nosuchcommand"),
+        (("runs", "list", "--since", "99999999999d"), "too long"),
+        (("runs", "show", "99999999999999999999"), "does not exist"),
+        (("runs", "list", "--limit", "-5"), "-5"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(

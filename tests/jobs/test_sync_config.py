@@ -65,6 +65,12 @@ def _future() -> str:
             PERMITS_SOURCE, ("--url", "ftp://example.org/f.json"), ("ftp://",), id="url-scheme"
         ),
         pytest.param(
+            PERMITS_SOURCE,
+            ("--url", "http://[::1/x?token=s3cret99"),
+            ("not a valid URL",),
+            id="url-malformed",
+        ),
+        pytest.param(
             PERMITS_SOURCE + 'colour = "blue"\n',
             (),
             ("sources.permits.colour", "unknown key"),

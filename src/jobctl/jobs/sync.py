@@ -88,8 +88,8 @@ def plan(
         path = Path(file).expanduser()
         if not path.is_file():
             raise UsageError(f"--file {file!r} does not exist or is not a file")
-    if url and not url.startswith(("http://", "https://")):
-        raise UsageError(f"--url {url!r} must start with http:// or https://")
+    if url:
+        _check_url(url)
     day = None
     if on_date is not None:
         day = parse_date(on_date, what="--date")
@@ -97,6 +97,21 @@ def plan(
         if day > latest:
             raise UsageError(f"--date {on_date} is in the future")
     return SyncPlan(chosen, day, path, url)
+
+
+def _check_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    from jobctl.redact import redact_url
+
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        raise UsageError(f"--url {shown!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise UsageError(f"--url {shown!r} must be an http:// or https:// URL with a host")
 
 
 def default_date(source: SourceConfig, ctx: RunContext) -> date:
