@@ -27,8 +27,10 @@ from __future__ import annotations
 import logging
 import queue
 import re
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -346,6 +348,23 @@ def _write_state(
     )
 
 
+@contextmanager
+def _quick_thread_switches() -> Iterator[None]:
+    """Let the COPY writer thread take the GIL within 0.2 ms instead of 5 ms.
+
+    The main thread parses and formats rows without pause; with CPython's default
+    5 ms switch interval the writer thread, which needs the GIL briefly for every
+    buffer it hands to libpq, waits most of that time and the server starves.
+    Measured on the 237k-record feed: first load 4.4 s → 3.2–3.6 s.
+    """
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
 def apply_feed(
     db: Database,
     table: FeedTable,
@@ -362,7 +381,8 @@ def apply_feed(
     try:
         with db.raw() as conn:
             with conn.transaction(force_rollback=dry_run):
-                stats = _apply(conn, table, rows, partition, complete, spool_dir)
+                with _quick_thread_switches():
+                    stats = _apply(conn, table, rows, partition, complete, spool_dir)
                 if stats.first_load:
                     active = stats.distinct
                 else:
