@@ -593,7 +593,9 @@ def _resync(
         with cur.copy(
             sql.SQL(
                 "COPY (SELECT w.ord FROM {w} w LEFT JOIN {t} t ON {match}"
-                " WHERE w.hash IS NOT NULL AND t.hash IS DISTINCT FROM w.hash) TO STDOUT"
+                # new, changed, or back after being removed (sent and upserted too)
+                " WHERE w.hash IS NOT NULL AND (t.hash IS DISTINCT FROM w.hash"
+                " OR t.removed_at IS NOT NULL)) TO STDOUT"
             ).format(w=sql.Identifier(winners), t=table.ident(), match=match)
         ) as copy:
             for chunk in copy:
@@ -628,15 +630,7 @@ def _resync(
         result = cur.fetchone()
         assert result is not None
         stats.new, stats.updated = int(result[0]), int(result[1])
-    # Records that come back unchanged after being removed.
     where, params = _partition_filter(table, partition)
-    cur.execute(
-        sql.SQL(
-            "UPDATE {t} t SET removed_at = NULL, updated_at = now(), last_seen_at = now()"
-            " FROM {w} w WHERE {match} AND t.removed_at IS NOT NULL AND w.hash IS NOT NULL"
-        ).format(t=table.ident(), w=sql.Identifier(winners), match=match)
-    )
-    stats.updated += cur.rowcount
     stats.unchanged = stats.distinct - stats.new - stats.updated
     if complete:
         kmatch = sql.SQL(" AND ").join(sql.SQL("k.{c} = t.{c}").format(c=c) for c in pk)
