@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import Cli
 from tests.jobs import (
     PERMITS_SOURCE,
+    checksum,
     configure,
     counts,
     expect,
@@ -23,6 +24,7 @@ from tests.jobs import (
     load_records,
     sync,
     table_exists,
+    write_json,
     write_ndjson,
 )
 
@@ -318,3 +320,30 @@ def test_empty_key_needs_a_date_dependent_location(cli: Cli, project: Path) -> N
     result = cli("sync")
     assert result.code == 2 and "sources.x.key" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_several_sources_apply_all_or_nothing(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    """A run whose second source is malformed leaves the first source's table as it was."""
+    records = load_records(gen_feed(N).path)
+    configure(project, TWO_SOURCES)
+    write_json(project / "feed.json", records[:200])
+    write_json(project / "other.json", [{"id": n, "v": n} for n in range(50)])
+    sync(cli)
+    assert counts(latest(psql)) == expect(250, new=250)
+    before = checksum(psql, "permits")
+
+    write_json(project / "feed.json", records[100:400])  # 100 removed, 200 new
+    (project / "other.json").write_text('[{"id": 1, "v": 1}, {"id": 2, "v"')  # truncated
+    result = sync(cli, code=1)
+    assert "other" in result.stderr
+    run = latest(psql)
+    assert run["status"] == "failed"
+    assert "one transaction" in run["stats"]["rolled_back"]
+    assert checksum(psql, "permits") == before
+    assert psql.execute("SELECT count(*) FROM other").fetchone() == (50,)
+
+    write_json(project / "other.json", [{"id": n, "v": n} for n in range(60)])
+    sync(cli)
+    assert counts(latest(psql)) == expect(360, new=210, unchanged=150, removed=100)

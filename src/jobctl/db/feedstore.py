@@ -139,6 +139,7 @@ class StateUpdate:
 #: (key, canonical JSON); data None: a bad record whose key is known — it is still in
 #: the feed (not removed) but nothing of it is applied.
 Row = tuple[tuple[str, ...], bytes | None]
+FeedConnection = psycopg.Connection[Any]
 
 
 def _key_digest(key: tuple[str, ...]) -> int:
@@ -292,20 +293,36 @@ def read_state(db: Database, table: FeedTable, partition: str) -> FeedState | No
     return FeedState(*row) if row else None
 
 
+@contextmanager
+def feed_transaction(db: Database, *, dry_run: bool = False) -> Iterator[FeedConnection]:
+    """One transaction for every source of a sync run: all of it applies, or none.
+
+    ``dry_run`` rolls it back at the end. Leaving the block with an exception
+    rolls back too; a killed process leaves nothing behind either.
+    """
+    try:
+        with db.raw() as conn, conn.transaction(force_rollback=dry_run):
+            # The run may wait on a download between two sources.
+            conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+            yield conn
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseError(f"sync failed in the database: {first}") from exc
+
+
 def touch_unchanged(
-    db: Database, table: FeedTable, partition: str, update: StateUpdate, *, dry_run: bool = False
+    conn: FeedConnection, table: FeedTable, partition: str, update: StateUpdate
 ) -> int:
     """The feed is known unchanged: record the sync, return the active row count."""
     where, params = _partition_filter(table, partition)
     try:
-        with db.raw() as conn, conn.transaction(force_rollback=dry_run):
-            active = conn.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE removed_at IS NULL").format(table.ident())
-                + where,
-                params,
-            ).fetchone()
-            count = int(active[0]) if active else 0
-            _write_state(conn, table, partition, update, count)
+        active = conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE removed_at IS NULL").format(table.ident())
+            + where,
+            params,
+        ).fetchone()
+        count = int(active[0]) if active else 0
+        _write_state(conn, table, partition, update, count)
     except psycopg.Error as exc:
         raise DatabaseError(f"cannot record the sync of {table.name!r}: {exc}") from exc
     return count
@@ -366,39 +383,38 @@ def _quick_thread_switches() -> Iterator[None]:
 
 
 def apply_feed(
-    db: Database,
+    conn: FeedConnection,
     table: FeedTable,
     rows: Iterable[Row],
     *,
     partition: str,
     complete: bool,
     state: StateUpdate | Callable[[], StateUpdate],
-    before_commit: Callable[[ApplyStats], None] = lambda stats: None,
-    dry_run: bool = False,
+    check: Callable[[ApplyStats], None] = lambda stats: None,
     spool_dir: Path | None = None,
 ) -> ApplyStats:
-    """Stage ``rows`` (key, canonical JSON) and merge them into ``table`` atomically."""
+    """Stage ``rows`` (key, canonical JSON) and merge them into ``table``.
+
+    Runs inside the caller's :func:`feed_transaction`; ``check`` may raise to
+    refuse the result (the whole transaction then rolls back).
+    """
     try:
-        with db.raw() as conn:
-            with conn.transaction(force_rollback=dry_run):
-                with _quick_thread_switches():
-                    stats = _apply(conn, table, rows, partition, complete, spool_dir)
-                if stats.first_load:
-                    active = stats.distinct
-                else:
-                    where, params = _partition_filter(table, partition)
-                    found = conn.execute(
-                        sql.SQL("SELECT count(*) FROM {} WHERE removed_at IS NULL").format(
-                            table.ident()
-                        )
-                        + where,
-                        params,
-                    ).fetchone()
-                    active = int(found[0]) if found else 0
-                final = state() if callable(state) else state
-                _write_state(conn, table, partition, final, active)
-                before_commit(stats)
-            return stats
+        with _quick_thread_switches():
+            stats = _apply(conn, table, rows, partition, complete, spool_dir)
+        if stats.first_load:
+            active = stats.distinct
+        else:
+            where, params = _partition_filter(table, partition)
+            found = conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE removed_at IS NULL").format(table.ident())
+                + where,
+                params,
+            ).fetchone()
+            active = int(found[0]) if found else 0
+        final = state() if callable(state) else state
+        _write_state(conn, table, partition, final, active)
+        check(stats)
+        return stats
     except psycopg.errors.QueryCanceled as exc:
         raise DatabaseError(f"sync into {table.name!r} was cancelled: {exc}") from exc
     except psycopg.Error as exc:
@@ -513,6 +529,7 @@ def _apply_duplicates(conn: psycopg.Connection[Any], table: FeedTable, dups: _Sp
             " ON CONFLICT ({pk}) DO UPDATE SET data = EXCLUDED.data, hash = EXCLUDED.hash"
         ).format(t=table.ident(), pk=pk)
     )
+    cur.execute("DROP TABLE _jobctl_dups")  # the next source in this transaction
 
 
 def _resync(
@@ -645,4 +662,6 @@ def _resync(
             (previous_sync, *params),
         )
         stats.removed = cur.rowcount
+    # The next source of the run uses the same transaction and names.
+    cur.execute("DROP TABLE IF EXISTS _jobctl_keys, _jobctl_data, _jobctl_winners")
     return stats

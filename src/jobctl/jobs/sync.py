@@ -19,17 +19,19 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from jobctl.config import Settings
-from jobctl.context import RunContext
+from jobctl.context import Counters, RunContext
 from jobctl.db.feedstore import (
     ApplyStats,
+    FeedConnection,
     FeedTable,
     StateUpdate,
     apply_feed,
+    feed_transaction,
     read_state,
     touch_unchanged,
 )
 from jobctl.durations import parse_date
-from jobctl.errors import JobError, UsageError
+from jobctl.errors import DocumentError, JobError, SourceError, UsageError
 from jobctl.registry import JobSpec
 from jobctl.sources.parse import (
     BadRecord,
@@ -129,13 +131,51 @@ def run(ctx: RunContext, sync_plan: SyncPlan | None = None) -> None:
     # The run's partition: the date asked for, else the one date all sources share.
     days = {plan_.date or default_date(source, ctx) for source in plan_.sources}
     ctx.partition = days.pop().isoformat() if len(days) == 1 else None
-    for source in plan_.sources:
-        day = plan_.date or default_date(source, ctx)
-        location = _location(source, day, plan_, ctx.settings)
-        locations.append(location)
-        ctx.source = ", ".join(locations)
-        per_source[source.name] = _sync_source(ctx, source, day, location)
-        ctx.stats["sources"] = per_source
+    ctx.stats["sources"] = per_source
+    with tempfile.TemporaryDirectory(prefix="jobctl-sync-") as tmp:
+        # Fetch every source first (downloads, digests), then apply them all in one
+        # transaction: a run that fails or is killed changes no table at all.
+        fetched = []
+        for source in plan_.sources:
+            day = plan_.date or default_date(source, ctx)
+            location = _location(source, day, plan_, ctx.settings)
+            locations.append(location)
+            ctx.source = ", ".join(locations)
+            fetched.append(_fetch(ctx, source, day, location, Path(tmp)))
+        try:
+            with feed_transaction(ctx.db, dry_run=ctx.dry_run) as conn:
+                for item in fetched:
+                    per_source[item.source.name] = (
+                        _unchanged(ctx, conn, item) if item.unchanged else _apply(ctx, conn, item)
+                    )
+        except BaseException:
+            # Nothing was committed: keep what was read, not what was merged.
+            read, bad = ctx.counters.total, ctx.counters.errors
+            ctx.counters = Counters(total=read, errors=bad)
+            if len(fetched) > 1:
+                ctx.stats["rolled_back"] = "no source was applied: they share one transaction"
+            raise
+    if not ctx.dry_run:
+        # After the commit: checks see the new data. The checks run after an
+        # unchanged feed too: that is what a freshness check is for.
+        for item in fetched:
+            if item.source.checks:
+                per_source[item.source.name]["checks"] = run_checks(
+                    ctx, item.source, item.partition
+                )
+
+
+@dataclass
+class _Fetched:
+    """A source ready to apply: its file, or the reason it is known unchanged."""
+
+    source: SourceConfig
+    table: FeedTable
+    partition: str
+    update: StateUpdate
+    info: dict[str, Any]
+    path: Path | None = None
+    unchanged: str | None = None
 
 
 def _location(source: SourceConfig, day: date, plan: SyncPlan, settings: Settings) -> str:
@@ -177,111 +217,97 @@ def _file_digest(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _sync_source(ctx: RunContext, source: SourceConfig, day: date, location: str) -> dict[str, Any]:
+def _fetch(ctx: RunContext, source: SourceConfig, day: date, location: str, tmp: Path) -> _Fetched:
     table = FeedTable(source.table, source.key, source.date_dependent)
     partition = day.isoformat() if source.date_dependent else ""
     fingerprint = _fingerprint(source)
     previous = read_state(ctx.db, table, partition)
     same_settings = previous is not None and previous.fingerprint == fingerprint
     info: dict[str, Any] = {"table": source.table, "date": day.isoformat()}
-    with tempfile.TemporaryDirectory(prefix="jobctl-sync-") as tmp:
-        update = StateUpdate(source=source.name, run_id=ctx.run_id, fingerprint=fingerprint)
-        if location.startswith(("http://", "https://")):
-            from jobctl.sources.http import download
 
-            headers = dict(source.headers)
-            if source.token:
-                headers.setdefault("Authorization", f"Bearer {source.token}")
-            use_validators = source.conditional and same_settings and not ctx.force
-            ctx.log.info("%s: downloading", source.name)
-            result = download(
-                location,
-                Path(tmp) / "feed",
-                headers=headers,
-                timeout=source.timeout.total_seconds(),
-                connect_timeout=source.connect_timeout.total_seconds(),
-                retries=source.retries,
-                backoff=source.backoff.total_seconds(),
-                etag=previous.etag if use_validators and previous else None,
-                last_modified=previous.last_modified if use_validators and previous else None,
-            )
-            info.update(http_status=result.status, bytes=result.bytes, attempts=result.attempts)
-            update = StateUpdate(
-                source=source.name,
-                run_id=ctx.run_id,
-                fingerprint=fingerprint,
-                content_sha256=result.sha256 or (previous.content_sha256 if previous else None),
-                content_bytes=result.bytes,
-                etag=result.etag,
-                last_modified=result.last_modified,
-            )
-            if result.not_modified:
-                return _unchanged(
-                    ctx, source, table, partition, update, info, "HTTP 304 Not Modified"
-                )
-            assert result.path is not None
-            path = result.path
-        else:
-            path = Path(location)
-            if not path.is_file():
-                raise JobError(f"{source.name}: feed file {location!r} does not exist")
-            size = path.stat().st_size
-            # A separate digest pass only when the feed may be unchanged (same size);
-            # otherwise the digest is taken while the file is parsed.
-            maybe_same = (
-                same_settings
-                and previous is not None
-                and not ctx.force
-                and previous.content_bytes == size
-            )
-            update = StateUpdate(
-                source=source.name,
-                run_id=ctx.run_id,
-                fingerprint=fingerprint,
-                content_sha256=_file_digest(path)[0] if maybe_same else None,
-                content_bytes=size,
-            )
-            info["bytes"] = size
-        if (
+    def fetched(path: Path | None = None, unchanged: str | None = None) -> _Fetched:
+        return _Fetched(source, table, partition, update, info, path, unchanged)
+
+    update = StateUpdate(source=source.name, run_id=ctx.run_id, fingerprint=fingerprint)
+    if location.startswith(("http://", "https://")):
+        from jobctl.sources.http import download
+
+        headers = dict(source.headers)
+        if source.token:
+            headers.setdefault("Authorization", f"Bearer {source.token}")
+        use_validators = source.conditional and same_settings and not ctx.force
+        ctx.log.info("%s: downloading", source.name)
+        result = download(
+            location,
+            tmp / f"{source.name}.feed",
+            headers=headers,
+            timeout=source.timeout.total_seconds(),
+            connect_timeout=source.connect_timeout.total_seconds(),
+            retries=source.retries,
+            backoff=source.backoff.total_seconds(),
+            etag=previous.etag if use_validators and previous else None,
+            last_modified=previous.last_modified if use_validators and previous else None,
+        )
+        info.update(http_status=result.status, bytes=result.bytes, attempts=result.attempts)
+        update = StateUpdate(
+            source=source.name,
+            run_id=ctx.run_id,
+            fingerprint=fingerprint,
+            content_sha256=result.sha256 or (previous.content_sha256 if previous else None),
+            content_bytes=result.bytes,
+            etag=result.etag,
+            last_modified=result.last_modified,
+        )
+        if result.not_modified:
+            return fetched(unchanged="HTTP 304 Not Modified")
+        assert result.path is not None
+        path = result.path
+    else:
+        path = Path(location)
+        if not path.is_file():
+            raise JobError(f"{source.name}: feed file {location!r} does not exist")
+        size = path.stat().st_size
+        # A separate digest pass only when the feed may be unchanged (same size);
+        # otherwise the digest is taken while the file is parsed.
+        maybe_same = (
             same_settings
             and previous is not None
             and not ctx.force
-            and update.content_sha256
-            and previous.content_sha256 == update.content_sha256
-        ):
-            why = "same content as the last sync (sha256)"
-            return _unchanged(ctx, source, table, partition, update, info, why)
-        return _apply(ctx, source, table, partition, path, update, info)
+            and previous.content_bytes == size
+        )
+        update = StateUpdate(
+            source=source.name,
+            run_id=ctx.run_id,
+            fingerprint=fingerprint,
+            content_sha256=_file_digest(path)[0] if maybe_same else None,
+            content_bytes=size,
+        )
+        info["bytes"] = size
+    if (
+        same_settings
+        and previous is not None
+        and not ctx.force
+        and update.content_sha256
+        and previous.content_sha256 == update.content_sha256
+    ):
+        return fetched(unchanged="same content as the last sync (sha256)")
+    return fetched(path)
 
 
-def _unchanged(
-    ctx: RunContext,
-    source: SourceConfig,
-    table: FeedTable,
-    partition: str,
-    update: StateUpdate,
-    info: dict[str, Any],
-    why: str,
-) -> dict[str, Any]:
-    active = touch_unchanged(ctx.db, table, partition, update, dry_run=ctx.dry_run)
-    ctx.log.info("%s: feed unchanged (%s): %d records unchanged", update.source, why, active)
+def _unchanged(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[str, Any]:
+    why = item.unchanged
+    active = touch_unchanged(conn, item.table, item.partition, item.update)
+    ctx.log.info("%s: feed unchanged (%s): %d records unchanged", item.source.name, why, active)
     ctx.counters.add({"total": active, "unchanged": active})
-    info.update(not_modified=True, reason=why, unchanged=active)
-    # The checks run after every sync: an unchanged feed is what a freshness check is for.
-    if source.checks and not ctx.dry_run:
-        info["checks"] = run_checks(ctx, source, partition)
-    return info
+    item.info.update(not_modified=True, reason=why, unchanged=active)
+    return item.info
 
 
-def _apply(
-    ctx: RunContext,
-    source: SourceConfig,
-    table: FeedTable,
-    partition: str,
-    path: Path,
-    update: StateUpdate,
-    info: dict[str, Any],
-) -> dict[str, Any]:
+def _apply(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[str, Any]:
+    source, table, partition = item.source, item.table, item.partition
+    update, info = item.update, item.info
+    assert item.path is not None
+    path = item.path
     reader = _Reader(source, ctx)
     started = time.monotonic()
 
@@ -320,24 +346,30 @@ def _apply(
             pass
         return replace(update, content_sha256=digest.hexdigest())
 
-    with open_source(path, digest.update if digest is not None else None) as stream:
-        records = iter_records(
-            stream,
-            source.format,
-            record_path=source.record_path,
-            encoding=source.encoding,
-            delimiter=source.delimiter,
-        )
-        stats = apply_feed(
-            ctx.db,
-            table,
-            reader.rows(records),
-            partition=partition,
-            complete=source.complete,
-            state=final_state,
-            before_commit=check,
-            dry_run=ctx.dry_run,
-        )
+    try:
+        with open_source(path, digest.update if digest is not None else None) as stream:
+            records = iter_records(
+                stream,
+                source.format,
+                record_path=source.record_path,
+                encoding=source.encoding,
+                delimiter=source.delimiter,
+            )
+            stats = apply_feed(
+                conn,
+                table,
+                reader.rows(records),
+                partition=partition,
+                complete=source.complete,
+                state=final_state,
+                check=check,
+            )
+    except (DocumentError, SourceError) as exc:
+        if str(exc).startswith(f"{source.name}:"):
+            raise
+        named = type(exc)(f"{source.name}: {exc}; nothing was applied")
+        named.transient = exc.transient
+        raise named from exc
     elapsed = time.monotonic() - started
     errors = reader.errors + stats.duplicates
     ctx.counters.add(
@@ -365,7 +397,7 @@ def _apply(
     )
     if reader.samples:
         info["error_samples"] = reader.samples[:ERROR_SAMPLES]
-    verb = "would apply" if ctx.dry_run else "applied"
+    verb = "would apply" if ctx.dry_run else "merged"
     ctx.log.info(
         "%s: %s %d records in %.1fs: %d new, %d updated, %d unchanged, %d removed, %d errors",
         source.name,
@@ -378,8 +410,6 @@ def _apply(
         stats.removed,
         errors,
     )
-    if source.checks and not ctx.dry_run:
-        info["checks"] = run_checks(ctx, source, partition)
     return info
 
 
