@@ -440,3 +440,39 @@ timezone = "UTC"
         "SELECT DISTINCT period_start, period_end FROM snap_events_local"
     ).fetchall()
     assert bounds == [(date(2026, 9, 10), date(2026, 9, 11))]
+
+
+def test_a_failing_set_writes_no_period_of_any_set(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    """All periods of all sets share one transaction: a failure leaves every table as it was."""
+    psql.execute("CREATE TABLE facts (day date, kind text, n int)")
+    psql.execute("INSERT INTO facts VALUES ('2026-11-01', 'a', 1), ('2026-11-01', 'b', 2)")
+    (project / "jobctl.toml").write_text(
+        'timezone = "UTC"\n'
+        "[snapshots.good]\n"
+        'table = "snap_good"\nkey = ["kind"]\nperiods = ["day"]\n'
+        'query = "SELECT kind, sum(n) AS n FROM facts WHERE day >= :period_start'
+        ' AND day < :period_end GROUP BY 1"\n'
+        "[snapshots.bad]\n"
+        'table = "snap_bad"\nkey = ["kind"]\nperiods = ["day"]\n'
+        'query = "SELECT kind, sum(n) / (count(*) - count(*)) AS n FROM facts'
+        ' WHERE day >= :period_start AND day < :period_end GROUP BY 1"\n'
+    )
+    assert cli("snapshot", "--date", "2026-11-01", "--set", "good").code == 0
+    before = psql.execute("SELECT kind, n, computed_at FROM snap_good ORDER BY 1").fetchall()
+    psql.execute("UPDATE facts SET n = n + 10")
+
+    result = cli("snapshot", "--date", "2026-11-01")
+    assert result.code == 1
+    assert "division by zero" in result.stderr
+    run = (
+        psql.cursor(row_factory=dict_row)
+        .execute("SELECT * FROM jobctl.runs ORDER BY id DESC LIMIT 1")
+        .fetchone()
+    )
+    assert run is not None and run["status"] == "failed"
+    assert run["records_new"] == 0 and run["records_updated"] == 0
+    assert "one transaction" in run["stats"]["rolled_back"]
+    after = psql.execute("SELECT kind, n, computed_at FROM snap_good ORDER BY 1").fetchall()
+    assert after == before

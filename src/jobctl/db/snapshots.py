@@ -10,6 +10,8 @@ key columns).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,8 +112,22 @@ def _ensure_table(cur: psycopg.Cursor[Any], table: str, key: tuple[str, ...]) ->
     return [n for n in names if n not in key]
 
 
+SnapshotConnection = psycopg.Connection[Any]
+
+
+@contextmanager
+def snapshot_transaction(db: Database, *, dry_run: bool = False) -> Iterator[SnapshotConnection]:
+    """One transaction for every period of every set of a snapshot run."""
+    try:
+        with db.raw() as conn, conn.transaction(force_rollback=dry_run):
+            yield conn
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseError(f"snapshot failed in the database: {first}") from exc
+
+
 def replace_period(
-    db: Database,
+    conn: SnapshotConnection,
     *,
     table: str,
     key: tuple[str, ...],
@@ -119,77 +135,79 @@ def replace_period(
     period: Period,
     timezone: str,
     run_id: int,
-    dry_run: bool = False,
 ) -> SnapshotCounts:
-    """Compute ``query`` for ``period`` and make the table's rows for it exactly that."""
+    """Compute ``query`` for ``period`` and make the table's rows for it exactly that.
+
+    Runs inside the caller's :func:`snapshot_transaction`.
+    """
     counts = SnapshotCounts()
     try:
-        with db.raw() as conn, conn.transaction(force_rollback=dry_run):
-            cur = conn.cursor()
-            # Dates in the query compare with timestamps in the configured zone.
-            cur.execute("SELECT set_config('TimeZone', %s, true)", (timezone,))
-            cur.execute(
-                sql.SQL("CREATE TEMP TABLE _jobctl_snap ON COMMIT DROP AS {}").format(
-                    bind(query, period)
-                )
+        cur = conn.cursor()
+        # Dates in the query compare with timestamps in the configured zone.
+        cur.execute("SELECT set_config('TimeZone', %s, true)", (timezone,))
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE _jobctl_snap ON COMMIT DROP AS {}").format(
+                bind(query, period)
             )
-            counts.rows = cur.rowcount
-            values = _ensure_table(cur, table, key)
-            t = _ident(table)
-            keys = sql.SQL(", ").join(map(sql.Identifier, key))
-            kmatch = sql.SQL(" AND ").join(
-                sql.SQL("t.{c} IS NOT DISTINCT FROM g.{c}").format(c=sql.Identifier(k)) for k in key
-            )
-            # Keys that vanished: EXCEPT is a hashed set operation that treats NULLs as
-            # equal (like the NULLS NOT DISTINCT constraint); a NOT EXISTS on IS NOT
-            # DISTINCT FROM cannot hash and grows with the square of the groups.
-            cur.execute(
-                sql.SQL(
-                    "DELETE FROM {t} t USING (SELECT {k} FROM {t} WHERE period_type = %s"
-                    " AND period_start = %s EXCEPT SELECT {k} FROM _jobctl_snap) g"
-                    " WHERE t.period_type = %s AND t.period_start = %s AND {m}"
-                ).format(t=t, k=keys, m=kmatch),
-                (period.type, period.start, period.type, period.start),
-            )
-            counts.deleted = cur.rowcount
-            cols = [*key, *values]
-            col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
-            update = sql.SQL(", ").join(
-                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-                for c in [*values, "period_end", "computed_at", "run_id"]
-            )
-            changed = (
-                sql.SQL("({}) IS DISTINCT FROM ({})").format(
-                    sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in values),
-                    sql.SQL(", ").join(
-                        sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in values
-                    ),
-                )
-                if values
-                else sql.SQL("false")
-            )
-            cur.execute(
-                sql.SQL(
-                    "WITH up AS (INSERT INTO {t} AS t (period_type, period_start, period_end,"
-                    " {cols}, computed_at, run_id)"
-                    " SELECT %s, %s, %s, {cols}, now(), %s FROM _jobctl_snap"
-                    " ON CONFLICT ON CONSTRAINT {uniq} DO UPDATE SET {update} WHERE {changed}"
-                    " RETURNING (xmax = 0) AS inserted)"
-                    " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
-                    " FROM up"
-                ).format(
-                    t=t,
-                    cols=col_list,
-                    update=update,
-                    changed=changed,
-                    uniq=sql.Identifier(f"{table.split('.')[-1]}_period_key"),
+        )
+        counts.rows = cur.rowcount
+        values = _ensure_table(cur, table, key)
+        t = _ident(table)
+        keys = sql.SQL(", ").join(map(sql.Identifier, key))
+        kmatch = sql.SQL(" AND ").join(
+            sql.SQL("t.{c} IS NOT DISTINCT FROM g.{c}").format(c=sql.Identifier(k)) for k in key
+        )
+        # Keys that vanished: EXCEPT is a hashed set operation that treats NULLs as
+        # equal (like the NULLS NOT DISTINCT constraint); a NOT EXISTS on IS NOT
+        # DISTINCT FROM cannot hash and grows with the square of the groups.
+        cur.execute(
+            sql.SQL(
+                "DELETE FROM {t} t USING (SELECT {k} FROM {t} WHERE period_type = %s"
+                " AND period_start = %s EXCEPT SELECT {k} FROM _jobctl_snap) g"
+                " WHERE t.period_type = %s AND t.period_start = %s AND {m}"
+            ).format(t=t, k=keys, m=kmatch),
+            (period.type, period.start, period.type, period.start),
+        )
+        counts.deleted = cur.rowcount
+        cols = [*key, *values]
+        col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
+        update = sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+            for c in [*values, "period_end", "computed_at", "run_id"]
+        )
+        changed = (
+            sql.SQL("({}) IS DISTINCT FROM ({})").format(
+                sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in values),
+                sql.SQL(", ").join(
+                    sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in values
                 ),
-                (period.type, period.start, period.end, run_id),
             )
-            row = cur.fetchone()
-            assert row is not None
-            counts.new, counts.updated = int(row[0]), int(row[1])
-            counts.unchanged = counts.rows - counts.new - counts.updated
+            if values
+            else sql.SQL("false")
+        )
+        cur.execute(
+            sql.SQL(
+                "WITH up AS (INSERT INTO {t} AS t (period_type, period_start, period_end,"
+                " {cols}, computed_at, run_id)"
+                " SELECT %s, %s, %s, {cols}, now(), %s FROM _jobctl_snap"
+                " ON CONFLICT ON CONSTRAINT {uniq} DO UPDATE SET {update} WHERE {changed}"
+                " RETURNING (xmax = 0) AS inserted)"
+                " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
+                " FROM up"
+            ).format(
+                t=t,
+                cols=col_list,
+                update=update,
+                changed=changed,
+                uniq=sql.Identifier(f"{table.split('.')[-1]}_period_key"),
+            ),
+            (period.type, period.start, period.end, run_id),
+        )
+        row = cur.fetchone()
+        assert row is not None
+        counts.new, counts.updated = int(row[0]), int(row[1])
+        counts.unchanged = counts.rows - counts.new - counts.updated
+        cur.execute("DROP TABLE _jobctl_snap")  # the next period uses the same transaction
     except psycopg.errors.CardinalityViolation as exc:
         raise UsageError(
             f"snapshot query for {table!r} returns the same key twice for {period}; "

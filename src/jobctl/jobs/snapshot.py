@@ -30,8 +30,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 
 from jobctl.config import Settings
-from jobctl.context import RunContext
-from jobctl.db.snapshots import replace_period
+from jobctl.context import Counters, RunContext
+from jobctl.db.snapshots import replace_period, snapshot_transaction
 from jobctl.durations import parse_date
 from jobctl.errors import ConfigError, JobError, UsageError
 from jobctl.periods import (
@@ -192,54 +192,61 @@ def run(ctx: RunContext, snapshot_plan: SnapshotPlan | None = None) -> None:
     for snapshot in plan_.sets:
         if snapshot.requires_sync:
             _require_sync(ctx, snapshot, day)
-    for snapshot in plan_.sets:
-        for period in periods_for(snapshot, day, plan_.periods):
-            started = time.monotonic()
-            counts = replace_period(
-                ctx.db,
-                table=snapshot.table,
-                key=snapshot.key,
-                query=snapshot.query,
-                period=period,
-                timezone=snapshot.timezone,
-                run_id=ctx.run_id,
-                dry_run=ctx.dry_run,
-            )
-            seconds = time.monotonic() - started
-            ctx.counters.add(
-                {
-                    "total": counts.rows,
-                    "new": counts.new,
-                    "updated": counts.updated,
-                    "unchanged": counts.unchanged,
-                    "deleted": counts.deleted,
-                }
-            )
-            results.setdefault(snapshot.name, []).append(
-                {
-                    "period": period.type,
-                    "start": period.start.isoformat(),
-                    "end": period.end.isoformat(),
-                    "rows": counts.rows,
-                    "new": counts.new,
-                    "updated": counts.updated,
-                    "unchanged": counts.unchanged,
-                    "deleted": counts.deleted,
-                    "seconds": round(seconds, 3),
-                }
-            )
-            ctx.log.info(
-                "%s: %s: %d rows (%d new, %d updated, %d unchanged, %d deleted) in %.2fs",
-                snapshot.name,
-                period,
-                counts.rows,
-                counts.new,
-                counts.updated,
-                counts.unchanged,
-                counts.deleted,
-                seconds,
-            )
-        ctx.stats["snapshots"] = results
+    # Every period of every set in one transaction: a run that fails or is killed
+    # half-way leaves every snapshot table as it was.
+    try:
+        with snapshot_transaction(ctx.db, dry_run=ctx.dry_run) as conn:
+            for snapshot in plan_.sets:
+                for period in periods_for(snapshot, day, plan_.periods):
+                    started = time.monotonic()
+                    counts = replace_period(
+                        conn,
+                        table=snapshot.table,
+                        key=snapshot.key,
+                        query=snapshot.query,
+                        period=period,
+                        timezone=snapshot.timezone,
+                        run_id=ctx.run_id,
+                    )
+                    seconds = time.monotonic() - started
+                    ctx.counters.add(
+                        {
+                            "total": counts.rows,
+                            "new": counts.new,
+                            "updated": counts.updated,
+                            "unchanged": counts.unchanged,
+                            "deleted": counts.deleted,
+                        }
+                    )
+                    results.setdefault(snapshot.name, []).append(
+                        {
+                            "period": period.type,
+                            "start": period.start.isoformat(),
+                            "end": period.end.isoformat(),
+                            "rows": counts.rows,
+                            "new": counts.new,
+                            "updated": counts.updated,
+                            "unchanged": counts.unchanged,
+                            "deleted": counts.deleted,
+                            "seconds": round(seconds, 3),
+                        }
+                    )
+                    ctx.log.info(
+                        "%s: %s: %d rows (%d new, %d updated, %d unchanged, %d deleted) in %.2fs",
+                        snapshot.name,
+                        period,
+                        counts.rows,
+                        counts.new,
+                        counts.updated,
+                        counts.unchanged,
+                        counts.deleted,
+                        seconds,
+                    )
+                ctx.stats["snapshots"] = results
+    except BaseException:
+        ctx.counters = Counters()
+        ctx.stats["rolled_back"] = "no period was written: the run shares one transaction"
+        raise
 
 
 def _require_sync(ctx: RunContext, snapshot: SnapshotSet, day: date) -> None:
