@@ -102,6 +102,13 @@ def load_user_jobs(module: str | None, base: Path) -> dict[str, JobSpec]:
             f"module {module!r} has a syntax error at line {exc.lineno}: {exc.msg}",
             key="jobs_module",
         ) from None
+    except ConfigError:
+        raise
+    except Exception as exc:  # the user's module may raise anything while it is imported
+        raise ConfigError(
+            f"module {module!r} failed while being imported: {type(exc).__name__}: {exc}",
+            key="jobs_module",
+        ) from None
     found = dict(_USER_JOBS)
     _USER_JOBS.clear()
     _USER_JOBS.update(before)

@@ -240,3 +240,12 @@ def test_slot_ticks_from_two_hosts(cli: Cli, project: Path) -> None:
     assert "slot already done" in rows[0]["error_message"]
     forced = cli("run", "writer", "--trigger", "timer", "--force")
     assert forced.code == 0 and runs(cli)[0]["status"] == "completed"
+
+
+def test_jobs_module_failing_at_import_is_exit_2(cli: Cli, project: Path) -> None:
+    (project / "myjobs.py").write_text("import jobctl\nraise RuntimeError('boom at import')\n")
+    result = cli("run", "sleepy")
+    assert result.code == 2
+    assert "jobs_module" in result.stderr and "boom at import" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
