@@ -139,13 +139,8 @@ def ensure_copy_file(feed: Feed) -> Path:
     out = feed.path.with_name(feed.path.stem + ".copy.tsv")
     if out.is_file() and out.stat().st_mtime >= feed.path.stat().st_mtime:
         return out
-    from jobctl.sources.parse import (
-        canonical_bytes,
-        canonical_hash,
-        extract_key,
-        iter_records,
-        open_source,
-    )
+    from jobctl.sources.parse import iter_records, open_source
+    from jobctl.sources.records import canonical_bytes, canonical_hash, extract_key
 
     esc = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
     tmp = out.with_suffix(".tmp")

@@ -13,7 +13,6 @@ the run is stopped, because another host may now take the lock.
 
 from __future__ import annotations
 
-import _thread
 import logging
 import signal
 import threading
@@ -22,7 +21,6 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 from typing import Any
 
 from tenacity import (
@@ -44,10 +42,10 @@ from jobctl.errors import (
     ExitCode,
     JobctlError,
     JobError,
-    JobTimeout,
     RunCancelled,
     UsageError,
 )
+from jobctl.interrupts import Interrupts
 from jobctl.logs import TailHandler
 from jobctl.redact import redact_text, redact_url
 from jobctl.registry import JobSpec, resolve
@@ -96,81 +94,6 @@ class RunOutcome:
 def default_trigger(env: Mapping[str, str]) -> str:
     """``timer`` under systemd (it sets ``INVOCATION_ID``), else ``manual``."""
     return "timer" if env.get("INVOCATION_ID") else "manual"
-
-
-class _Interrupt:
-    """Turns signals into exceptions in the main thread, only while it is safe."""
-
-    def __init__(self) -> None:
-        self.armed = False
-        self.pending: RunCancelled | JobError | None = None
-        self._old: dict[int, Any] = {}
-        self.installed = False
-        self.timer_set = False
-
-    def _raise(self, exc: RunCancelled | JobError) -> None:
-        if self.armed:
-            self.armed = False
-            raise exc
-        self.pending = self.pending or exc
-
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGTERM:
-            self._raise(RunCancelled("SIGTERM", ExitCode.SIGTERM))
-        elif signum == signal.SIGINT:
-            self._raise(RunCancelled("SIGINT", ExitCode.SIGINT))
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGUSR2):
-            self._old[sig] = signal.getsignal(sig)
-        signal.signal(signal.SIGTERM, self.on_signal)
-        signal.signal(signal.SIGINT, self.on_signal)
-        self.installed = True
-
-    def restore(self) -> None:
-        if self.installed and self.timer_set:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-        self._old.clear()
-        self.installed = False
-
-    def arm(self) -> None:
-        """From now on a signal raises at once (a pending one raises now)."""
-        self.armed = True
-        if self.pending is not None:
-            exc, self.pending = self.pending, None
-            self.armed = False
-            raise exc
-
-    def disarm(self) -> None:
-        self.armed = False
-
-    def set_timeout(self, timeout: timedelta | None) -> None:
-        if timeout is None or not self.installed:
-            return
-        seconds = max(timeout.total_seconds(), 0.001)
-        message = f"timed out after {format_duration(timeout)}"
-
-        def on_alarm(signum: int, frame: FrameType | None) -> None:
-            self._raise(JobTimeout(message))
-
-        signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-        self.timer_set = True
-
-    def on_lock_lost(self, message: str) -> None:
-        """Called from the heartbeat thread: stop the main thread's run."""
-        if not self.installed:
-            return
-
-        def handler(signum: int, frame: FrameType | None) -> None:
-            self._raise(JobError(message))
-
-        signal.signal(signal.SIGUSR2, handler)
-        _thread.interrupt_main(signal.SIGUSR2)
 
 
 class Runner:
@@ -227,7 +150,7 @@ class Runner:
         if slot is None and trigger in SLOT_TRIGGERS and cfg.schedule:
             slot = self._slot_for(cfg, now)
 
-        interrupt = _Interrupt()
+        interrupt = Interrupts()
         interrupt.install()
         lock = JobLock(self.db, name)
         try:
@@ -284,7 +207,7 @@ class Runner:
         slot: datetime | None,
         now: datetime,
         lock: JobLock,
-        interrupt: _Interrupt,
+        interrupt: Interrupts,
     ) -> RunOutcome:
         name = spec.name
         with self.db.begin() as conn:
@@ -368,7 +291,7 @@ class Runner:
         slot: datetime | None,
         run_id: int,
         lock: JobLock,
-        interrupt: _Interrupt,
+        interrupt: Interrupts,
     ) -> RunOutcome:
         name = spec.name
         tail = TailHandler(self.settings.log_tail_lines, self.secrets)
@@ -561,7 +484,7 @@ class Runner:
         now: datetime,
         run_id: int,
         lock: JobLock,
-        interrupt: _Interrupt,
+        interrupt: Interrupts,
     ) -> list[RunOutcome]:
         """``catchup = "all"``: run the missed slots in the window, oldest first, as children."""
         from jobctl.gaps import missing
@@ -606,7 +529,7 @@ class Runner:
         lock: JobLock,
         tail: TailHandler,
         stop: threading.Event,
-        interrupt: _Interrupt,
+        interrupt: Interrupts,
     ) -> None:
         interval = max(self.settings.heartbeat.total_seconds(), 0.2)
         while not stop.wait(interval):

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from jobctl.db.feedstore import _head, _line
-from jobctl.sources.parse import canonical_bytes, canonical_hash
+from jobctl.db.copytext import copy_head, copy_line
+from jobctl.sources.records import canonical_bytes, canonical_hash
 
 
 def test_stored_hash_is_the_canonical_hash() -> None:
     record = {"b": [1, 2], "a": "x\\y", "c": None}
     data = canonical_bytes(record)
-    head = _head("", ("k1", "k2"), data)
+    head = copy_head("", ("k1", "k2"), data)
     assert head == b"k1\tk2\t\\\\x" + canonical_hash(record).hex().encode()
 
 
 def test_keys_and_data_are_escaped_for_copy_text() -> None:
     data = canonical_bytes({"a": "back\\slash"})
-    line = _line("2026-01-02\t", ("tab\there", "new\nline", "back\\x"), data)
+    line = copy_line("2026-01-02\t", ("tab\there", "new\nline", "back\\x"), data)
     fields = line.rstrip(b"\n").split(b"\t")
     assert fields[0] == b"2026-01-02"
     assert fields[1:4] == [b"tab\\there", b"new\\nline", b"back\\\\x"]

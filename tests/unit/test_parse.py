@@ -9,17 +9,8 @@ from typing import Any, cast
 import pytest
 
 from jobctl.errors import DocumentError, SourceError, UsageError
-from jobctl.sources.parse import (
-    BadRecord,
-    Item,
-    Projector,
-    canonical_hash,
-    extract_key,
-    iter_records,
-    json_backend,
-    open_source,
-    project,
-)
+from jobctl.sources.parse import Item, iter_records, json_backend, open_source
+from jobctl.sources.records import BadRecord, Projector, canonical_hash, extract_key, project
 
 
 def records(data: bytes, fmt: Any, **kw: Any) -> list[Item]:

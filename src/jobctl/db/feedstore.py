@@ -25,30 +25,31 @@ Every count comes from the statements' own row counts.
 from __future__ import annotations
 
 import logging
-import queue
 import re
-import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psycopg
-import xxhash
 from psycopg import sql
-from psycopg.copy import QueuedLibpqWriter
 
+from jobctl.db.copytext import (
+    BoundedWriter,
+    Copier,
+    Spool,
+    copy_data,
+    copy_head,
+    copy_key,
+    copy_line,
+    quick_thread_switches,
+)
 from jobctl.db.engine import Database
 from jobctl.errors import DatabaseError, UsageError
 
 log = logging.getLogger("jobctl.sync")
-
-BATCH_BYTES = 1 << 20
-_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
 
 
 def column_name(field_name: str) -> str:
@@ -148,24 +149,6 @@ def _key_digest(key: tuple[str, ...]) -> int:
     return hash(key)
 
 
-def _copy_key(key: tuple[str, ...]) -> str:
-    return "\t".join([k.translate(_ESCAPE) for k in key])
-
-
-class _BoundedWriter(QueuedLibpqWriter):
-    """psycopg's threaded COPY writer with a short queue.
-
-    The client formats rows faster than the server ingests them; psycopg's default
-    queue (1024 × 128 KiB) would then hold ~100 MB. Sixteen buffers keep the
-    client and the server overlapped with a few MB in flight.
-    """
-
-    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
-        super().__init__(cursor)
-        if hasattr(self, "_queue"):
-            self._queue = queue.Queue(maxsize=16)  # type: ignore[assignment]
-
-
 def _ddl(table: FeedTable) -> sql.Composed:
     cols: list[sql.Composable] = [sql.SQL("partition_date date NOT NULL")] if table.date_key else []
     cols += [sql.SQL("{} text NOT NULL").format(sql.Identifier(c)) for c in table.key_columns]
@@ -226,56 +209,6 @@ def ensure_table(cur: psycopg.Cursor[Any], table: FeedTable) -> None:
             "it was not created by jobctl for this key; choose another table"
         )
     cur.execute(_view(table))
-
-
-class _Batcher:
-    """Joins lines into ~1 MiB writes to ``write`` (a COPY, a file)."""
-
-    def __init__(self, write: Callable[[bytes], Any]) -> None:
-        self._write = write
-        self.buffer: list[bytes] = []
-        self.size = 0
-
-    def add(self, line: bytes) -> None:
-        self.buffer.append(line)
-        self.size += len(line)
-        if self.size >= BATCH_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.buffer:
-            self._write(b"".join(self.buffer))
-            self.buffer.clear()
-            self.size = 0
-
-
-class _Copier(_Batcher):
-    """COPY text lines, batched (a worker thread sends them)."""
-
-    def __init__(self, copy: psycopg.Copy) -> None:
-        super().__init__(copy.write)
-
-
-class _Spool(_Batcher):
-    """Full COPY lines of a re-sync, kept on disk until the server says which to send."""
-
-    def __init__(self, directory: Path | None) -> None:
-        # Closed by close(); a context manager would not fit the spool's lifetime.
-        self.file: IO[bytes] = tempfile.TemporaryFile(  # noqa: SIM115
-            prefix="jobctl-spool-", dir=directory
-        )
-        super().__init__(self.file.write)
-
-    def selected(self, wanted: bytearray | None = None) -> Iterator[bytes]:
-        """The spooled lines whose ordinal's bit is set in ``wanted`` (all if None)."""
-        self.flush()
-        self.file.seek(0)
-        for ordinal, line in enumerate(self.file):
-            if wanted is None or wanted[ordinal >> 3] & (1 << (ordinal & 7)):
-                yield line
-
-    def close(self) -> None:
-        self.file.close()
 
 
 def read_state(db: Database, table: FeedTable, partition: str) -> FeedState | None:
@@ -365,23 +298,6 @@ def _write_state(
     )
 
 
-@contextmanager
-def _quick_thread_switches() -> Iterator[None]:
-    """Let the COPY writer thread take the GIL within 0.2 ms instead of 5 ms.
-
-    The main thread parses and formats rows without pause; with CPython's default
-    5 ms switch interval the writer thread, which needs the GIL briefly for every
-    buffer it hands to libpq, waits most of that time and the server starves.
-    Measured on the 237k-record feed: first load 4.4 s → 3.2–3.6 s.
-    """
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(0.0002)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
-
-
 def apply_feed(
     conn: FeedConnection,
     table: FeedTable,
@@ -399,7 +315,7 @@ def apply_feed(
     refuse the result (the whole transaction then rolls back).
     """
     try:
-        with _quick_thread_switches():
+        with quick_thread_switches():
             stats = _apply(conn, table, rows, partition, complete, spool_dir)
         if stats.first_load:
             active = stats.distinct
@@ -448,49 +364,27 @@ def _apply(
     return _first_load(conn, table, rows, prefix)
 
 
-def _head(prefix: str, key: tuple[str, ...], data: bytes) -> bytes:
-    """The COPY text fields before ``data``: [partition,] keys, hash (no trailing tab).
-
-    The hash is :func:`jobctl.sources.parse.canonical_hash` of the record (XXH3-128).
-    """
-    joined = "\t".join(key)
-    if _NEEDS_ESCAPE.search(joined):
-        joined = _copy_key(key)
-    if not key:  # the date alone is the key: no trailing separator after it
-        prefix = prefix[:-1]
-    return f"{prefix}{joined}\t\\\\x{xxhash.xxh3_128_hexdigest(data)}".encode()
-
-
-def _copy_data(data: bytes) -> bytes:
-    # Canonical JSON has no raw control characters; only backslashes need escaping.
-    return data.replace(b"\\", b"\\\\") if b"\\" in data else data
-
-
-def _line(prefix: str, key: tuple[str, ...], data: bytes) -> bytes:
-    return _head(prefix, key, data) + b"\t" + _copy_data(data) + b"\n"
-
-
 def _first_load(
     conn: psycopg.Connection[Any], table: FeedTable, rows: Iterable[Row], prefix: str
 ) -> ApplyStats:
     stats = ApplyStats(first_load=True)
     seen: set[int] = set()
-    dups: _Spool | None = None
+    dups: Spool | None = None
     cols = sql.SQL(", ").join(map(sql.Identifier, [*table.pk_columns, "hash", "data"]))
     cur = conn.cursor()
     with cur.copy(
         sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident(), cols),
-        writer=_BoundedWriter(cur),
+        writer=BoundedWriter(cur),
     ) as copy:
-        out = _Copier(copy)
+        out = Copier(copy)
         for key, data in rows:
             if data is None:
                 continue
             stats.staged += 1
-            line = _line(prefix, key, data)
+            line = copy_line(prefix, key, data)
             digest = _key_digest(key)
             if digest in seen:
-                dups = dups or _Spool(None)
+                dups = dups or Spool(None)
                 dups.add(line)
                 stats.duplicates += 1
                 if len(stats.duplicate_samples) < 20:
@@ -507,7 +401,7 @@ def _first_load(
     return stats
 
 
-def _apply_duplicates(conn: psycopg.Connection[Any], table: FeedTable, dups: _Spool) -> None:
+def _apply_duplicates(conn: psycopg.Connection[Any], table: FeedTable, dups: Spool) -> None:
     """Later occurrences of a key replace the first one (last occurrence wins)."""
     cur = conn.cursor()
     cur.execute(
@@ -563,25 +457,25 @@ def _resync(
             " SELECT {}, hash, data FROM {} WITH NO DATA"
         ).format(pk_list, table.ident())
     )
-    spool = _Spool(spool_dir)
+    spool = Spool(spool_dir)
     seen: set[int] = set()
     try:
         with cur.copy(
             sql.SQL("COPY _jobctl_keys ({}, hash, ord) FROM STDIN").format(pk_list),
-            writer=_BoundedWriter(cur),
+            writer=BoundedWriter(cur),
         ) as copy:
-            out = _Copier(copy)
+            out = Copier(copy)
             ordinal = -1
             keys_only = 0
             for ordinal, (key, data) in enumerate(rows):
                 if data is None:
                     keys_only += 1
                     spool.add(b"\\N\n")  # keeps spool line numbers equal to ordinals
-                    keys = f"{prefix}{_copy_key(key)}" if key else prefix[:-1]
+                    keys = f"{prefix}{copy_key(key)}" if key else prefix[:-1]
                     out.add(f"{keys}\t\\N\t{ordinal}\n".encode())
                     continue
-                head = _head(prefix, key, data)
-                spool.add(head + b"\t" + _copy_data(data) + b"\n")
+                head = copy_head(prefix, key, data)
+                spool.add(head + b"\t" + copy_data(data) + b"\n")
                 out.add(head + b"\t%d\n" % ordinal)
                 digest = _key_digest(key)
                 if digest in seen:
@@ -623,9 +517,9 @@ def _resync(
         if changed:
             with cur.copy(
                 sql.SQL("COPY _jobctl_data ({}, hash, data) FROM STDIN").format(pk_list),
-                writer=_BoundedWriter(cur),
+                writer=BoundedWriter(cur),
             ) as copy:
-                out = _Copier(copy)
+                out = Copier(copy)
                 for line in spool.selected(wanted):
                     out.add(line)
                 out.flush()

@@ -33,14 +33,8 @@ from jobctl.db.feedstore import (
 from jobctl.durations import parse_date
 from jobctl.errors import DocumentError, JobError, SourceError, UsageError
 from jobctl.registry import JobSpec
-from jobctl.sources.parse import (
-    BadRecord,
-    Projector,
-    canonical_bytes,
-    extract_key,
-    iter_records,
-    open_source,
-)
+from jobctl.sources.parse import iter_records, open_source
+from jobctl.sources.records import BadRecord, Projector, canonical_bytes, extract_key
 from jobctl.sources.spec import SourceConfig, parse_sources
 
 ERROR_SAMPLES = 20

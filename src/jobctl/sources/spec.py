@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 from jobctl.durations import parse_duration
 from jobctl.errors import ConfigError, UsageError
-from jobctl.sources.parse import FORMATS, TYPES
+from jobctl.sources.parse import FORMATS
+from jobctl.sources.records import TYPES
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 _KEYS = {

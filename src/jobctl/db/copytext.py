@@ -1,0 +1,132 @@
+"""COPY text format for the feed store: escaping, batching, spooling, the writer thread.
+
+The lines are PostgreSQL ``COPY … FROM STDIN`` text format: tab-separated fields,
+backslash escapes. Keys are escaped here; canonical JSON has no raw control
+characters, so only its backslashes need doubling.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+import xxhash
+from psycopg.copy import QueuedLibpqWriter
+
+BATCH_BYTES = 1 << 20
+_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
+
+
+def copy_key(key: tuple[str, ...]) -> str:
+    return "\t".join([k.translate(_ESCAPE) for k in key])
+
+
+class BoundedWriter(QueuedLibpqWriter):
+    """psycopg's threaded COPY writer with a short queue.
+
+    The client formats rows faster than the server ingests them; psycopg's default
+    queue (1024 × 128 KiB) would then hold ~100 MB. Sixteen buffers keep the
+    client and the server overlapped with a few MB in flight.
+    """
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        super().__init__(cursor)
+        if hasattr(self, "_queue"):
+            self._queue = queue.Queue(maxsize=16)  # type: ignore[assignment]
+
+
+class Batcher:
+    """Joins lines into ~1 MiB writes to ``write`` (a COPY, a file)."""
+
+    def __init__(self, write: Callable[[bytes], Any]) -> None:
+        self._write = write
+        self.buffer: list[bytes] = []
+        self.size = 0
+
+    def add(self, line: bytes) -> None:
+        self.buffer.append(line)
+        self.size += len(line)
+        if self.size >= BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            self._write(b"".join(self.buffer))
+            self.buffer.clear()
+            self.size = 0
+
+
+class Copier(Batcher):
+    """COPY text lines, batched (a worker thread sends them)."""
+
+    def __init__(self, copy: psycopg.Copy) -> None:
+        super().__init__(copy.write)
+
+
+class Spool(Batcher):
+    """Full COPY lines of a re-sync, kept on disk until the server says which to send."""
+
+    def __init__(self, directory: Path | None) -> None:
+        # Closed by close(); a context manager would not fit the spool's lifetime.
+        self.file: IO[bytes] = tempfile.TemporaryFile(  # noqa: SIM115
+            prefix="jobctl-spool-", dir=directory
+        )
+        super().__init__(self.file.write)
+
+    def selected(self, wanted: bytearray | None = None) -> Iterator[bytes]:
+        """The spooled lines whose ordinal's bit is set in ``wanted`` (all if None)."""
+        self.flush()
+        self.file.seek(0)
+        for ordinal, line in enumerate(self.file):
+            if wanted is None or wanted[ordinal >> 3] & (1 << (ordinal & 7)):
+                yield line
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@contextmanager
+def quick_thread_switches() -> Iterator[None]:
+    """Let the COPY writer thread take the GIL within 0.2 ms instead of 5 ms.
+
+    The main thread parses and formats rows without pause; with CPython's default
+    5 ms switch interval the writer thread, which needs the GIL briefly for every
+    buffer it hands to libpq, waits most of that time and the server starves.
+    Measured on the 237k-record feed: first load 4.4 s → 3.2–3.6 s.
+    """
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def copy_head(prefix: str, key: tuple[str, ...], data: bytes) -> bytes:
+    """The COPY text fields before ``data``: [partition,] keys, hash (no trailing tab).
+
+    The hash is :func:`jobctl.sources.records.canonical_hash` of the record (XXH3-128).
+    """
+    joined = "\t".join(key)
+    if _NEEDS_ESCAPE.search(joined):
+        joined = copy_key(key)
+    if not key:  # the date alone is the key: no trailing separator after it
+        prefix = prefix[:-1]
+    return f"{prefix}{joined}\t\\\\x{xxhash.xxh3_128_hexdigest(data)}".encode()
+
+
+def copy_data(data: bytes) -> bytes:
+    # Canonical JSON has no raw control characters; only backslashes need escaping.
+    return data.replace(b"\\", b"\\\\") if b"\\" in data else data
+
+
+def copy_line(prefix: str, key: tuple[str, ...], data: bytes) -> bytes:
+    return copy_head(prefix, key, data) + b"\t" + copy_data(data) + b"\n"
