@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -31,11 +32,16 @@ def progress_reporter() -> Iterator[Callable[[str, int], None] | None]:
         transient=True,
     ) as progress:
         tasks: dict[str, TaskID] = {}
+        started: dict[str, float] = {}
 
         def report(what: str, records: int) -> None:
+            now = time.monotonic()
             if what not in tasks:
                 tasks[what] = progress.add_task(what, total=None)
-            progress.update(tasks[what], completed=records)
+                started[what] = now
+            elapsed = now - started[what]
+            rate = f" ({records / elapsed:,.0f}/s)" if elapsed > 0.2 else ""
+            progress.update(tasks[what], completed=records, description=f"{what}{rate}")
 
         yield report
 

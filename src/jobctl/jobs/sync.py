@@ -38,7 +38,8 @@ from jobctl.sources.records import BadRecord, Projector, canonical_bytes, extrac
 from jobctl.sources.spec import SourceConfig, parse_sources
 
 ERROR_SAMPLES = 20
-PROGRESS_EVERY = 5.0  # seconds between progress reports
+PROGRESS_EVERY = 5.0  # seconds between progress log lines
+PROGRESS_LIVE = 0.5  # seconds between updates of a live terminal line
 
 
 @dataclass(frozen=True)
@@ -434,15 +435,16 @@ class _Reader:
         """(key, canonical JSON); (key, None) for a bad record whose key is known."""
         key_fields = self.source.key
         project = self.project
-        next_report = time.monotonic() + PROGRESS_EVERY
+        every = PROGRESS_LIVE if self.progress is not None else PROGRESS_EVERY
+        next_report = time.monotonic() + every
         started = time.monotonic()
         total = 0
         for item in records:
             total += 1
-            if total & 0x3FFF == 0 and time.monotonic() >= next_report:
+            if total & 0xFFF == 0 and time.monotonic() >= next_report:
                 self.total = total
                 self._report(total, started)
-                next_report = time.monotonic() + PROGRESS_EVERY
+                next_report = time.monotonic() + every
             if isinstance(item, BadRecord):
                 self.bad(item)
                 continue
