@@ -20,7 +20,7 @@ from rich.table import Table
 
 from jobctl.cli import options as opt
 from jobctl.cli import render
-from jobctl.cli.jobs import report_outcome
+from jobctl.cli.jobs import exit_with
 from jobctl.cli.state import State
 
 
@@ -124,8 +124,7 @@ def backfill_command(
     children = outcome.stats.get("children") or []
     if children:
         render.out.print(summary(children))
-    report_outcome(outcome)
-    raise typer.Exit(int(outcome.exit_code))
+    exit_with(outcome)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import typer
@@ -34,6 +34,12 @@ def report_outcome(outcome: RunOutcome) -> None:
     )
 
 
+def exit_with(outcome: RunOutcome) -> NoReturn:
+    """Say how the run ended (stderr) and leave with its exit code."""
+    report_outcome(outcome)
+    raise typer.Exit(int(outcome.exit_code))
+
+
 def run_command(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="A job registered by your jobs module.")],
@@ -59,8 +65,7 @@ def run_command(
         force=force,
     )
     outcome = state.app.run(name, options)
-    report_outcome(outcome)
-    raise typer.Exit(int(outcome.exit_code))
+    exit_with(outcome)
 
 
 @jobs_app.command("list")

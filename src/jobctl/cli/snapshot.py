@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from jobctl.cli import options as opt
-from jobctl.cli.jobs import report_outcome
+from jobctl.cli.jobs import exit_with
 from jobctl.cli.state import State
 
 
@@ -52,8 +52,7 @@ def snapshot_command(
     outcome = state.app.snapshot(
         options, sets=snapshot_set or [], on_date=on_date, periods=period or []
     )
-    report_outcome(outcome)
-    raise typer.Exit(int(outcome.exit_code))
+    exit_with(outcome)
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 
 from jobctl.cli import options as opt
 from jobctl.cli import render
-from jobctl.cli.jobs import report_outcome
+from jobctl.cli.jobs import exit_with
 from jobctl.cli.state import State
 
 
@@ -91,8 +91,7 @@ def sync_command(
             extra={"progress": progress} if progress else {},
         )
         outcome = state.app.sync(options, sources=source or [], on_date=on_date, file=file, url=url)
-    report_outcome(outcome)
-    raise typer.Exit(int(outcome.exit_code))
+    exit_with(outcome)
 
 
 def register(app: typer.Typer) -> None:
