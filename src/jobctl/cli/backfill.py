@@ -102,17 +102,7 @@ def backfill_command(
     """Run sync and/or snapshot for every date in [--from, --to], one child run per date."""
     state: State = ctx.obj
     with progress_bar() as progress:
-        options = opt.run_options(
-            params=params,
-            wait=wait,
-            wait_timeout=wait_timeout,
-            retries=None,
-            retry_delay=None,
-            timeout=timeout,
-            trigger=trigger,
-            force=force,
-            extra={"progress": progress} if progress else {},
-        )
+        options = opt.from_command(locals(), extra={"progress": progress} if progress else {})
         outcome = state.app.backfill(
             options,
             start=start,

@@ -54,16 +54,7 @@ def run_command(
 ) -> None:
     """Run a job registered by your own code, through the runner (lock, ledger, retries)."""
     state: State = ctx.obj
-    options = opt.run_options(
-        params=params,
-        wait=wait,
-        wait_timeout=wait_timeout,
-        retries=retries,
-        retry_delay=retry_delay,
-        timeout=timeout,
-        trigger=trigger,
-        force=force,
-    )
+    options = opt.from_command(locals())
     outcome = state.app.run(name, options)
     exit_with(outcome)
 

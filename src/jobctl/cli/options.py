@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -51,6 +52,38 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
 
 def duration(value: str | None, option: str) -> timedelta | None:
     return None if value is None else parse_duration(value, what=option)
+
+
+RUNNER_OPTIONS = (
+    "params",
+    "wait",
+    "wait_timeout",
+    "retries",
+    "retry_delay",
+    "timeout",
+    "trigger",
+    "force",
+)
+
+
+def from_command(values: Mapping[str, Any], **extra: object) -> RunOptions:
+    """RunOptions from a command's parsed arguments (its ``locals()``).
+
+    Typer has no shared option groups, so every job command declares the runner
+    options in its signature; this reads them back by name in one place.
+    """
+    given = {name: values.get(name) for name in RUNNER_OPTIONS}
+    return run_options(
+        params=given["params"],
+        wait=bool(given["wait"]),
+        wait_timeout=given["wait_timeout"],
+        retries=given["retries"],
+        retry_delay=given["retry_delay"],
+        timeout=given["timeout"],
+        trigger=given["trigger"],
+        force=bool(given["force"]),
+        **extra,
+    )
 
 
 def run_options(

@@ -38,17 +38,7 @@ def snapshot_command(
 ) -> None:
     """Compute snapshot sets for day / week / month periods (re-running replaces a period)."""
     state: State = ctx.obj
-    options = opt.run_options(
-        params=params,
-        wait=wait,
-        wait_timeout=wait_timeout,
-        retries=retries,
-        retry_delay=retry_delay,
-        timeout=timeout,
-        trigger=trigger,
-        force=force,
-        dry_run=dry_run,
-    )
+    options = opt.from_command(locals(), dry_run=dry_run)
     outcome = state.app.snapshot(
         options, sets=snapshot_set or [], on_date=on_date, periods=period or []
     )

@@ -78,17 +78,8 @@ def sync_command(
     """Ingest each configured feed into its table: new, updated, unchanged, removed, errors."""
     state: State = ctx.obj
     with progress_reporter() as progress:
-        options = opt.run_options(
-            params=params,
-            wait=wait,
-            wait_timeout=wait_timeout,
-            retries=retries,
-            retry_delay=retry_delay,
-            timeout=timeout,
-            trigger=trigger,
-            force=force,
-            dry_run=dry_run,
-            extra={"progress": progress} if progress else {},
+        options = opt.from_command(
+            locals(), dry_run=dry_run, extra={"progress": progress} if progress else {}
         )
         outcome = state.app.sync(options, sources=source or [], on_date=on_date, file=file, url=url)
     exit_with(outcome)
