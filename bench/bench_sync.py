@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from _common import cpu_model
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -436,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         info = {
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-            f"{_cpu_model()}",
+            f"{cpu_model()}",
             "python": platform.python_version(),
             "ijson_backend": ijson.backend,
             "server": f"PostgreSQL {version}"
@@ -586,16 +587,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _psql_quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "?"
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -144,6 +144,32 @@ def _resolve_refs(
         return {k: _resolve_refs(v, env, f"{key}.{k}", origin, secrets) for k, v in value.items()}
     if isinstance(value, list):
         return [_resolve_refs(v, env, f"{key}[{i}]", origin, secrets) for i, v in enumerate(value)]
+    return value
+
+
+TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+Complaint = Callable[[str, str], ConfigError]
+
+
+def named_section(section: str, name: str, table: Any, known: set[str], origin: str) -> Complaint:
+    """Check the shape of a ``[section.name]`` table; return its ``bad(key, msg)`` builder."""
+    prefix = f"{section}.{name}"
+
+    def bad(key: str, message: str) -> ConfigError:
+        return ConfigError(message, key=f"{prefix}.{key}" if key else prefix, origin=origin)
+
+    if not isinstance(table, dict):
+        raise bad("", "must be a table")
+    for key in table:
+        if key not in known:
+            raise bad(key, f"unknown key (known: {', '.join(sorted(known))})")
+    return bad
+
+
+def table_name(value: Any, bad: Complaint) -> str:
+    """A target table name: an identifier, optionally schema-qualified."""
+    if not isinstance(value, str) or not TABLE_NAME.match(value):
+        raise bad("table", f"{value!r} is not a table name (letters, digits, _; schema.table)")
     return value
 
 

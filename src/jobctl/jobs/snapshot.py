@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
-from jobctl.config import Settings
+from jobctl.config import Settings, check_timezone, named_section, table_name
 from jobctl.context import Counters, RunContext
 from jobctl.db.snapshots import replace_period, snapshot_transaction
 from jobctl.durations import parse_date
@@ -44,7 +44,6 @@ from jobctl.periods import (
 )
 from jobctl.registry import JobSpec
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 _KEYS = {
     "table",
     "key",
@@ -83,19 +82,9 @@ def snapshot_sets(settings: Settings) -> dict[str, SnapshotSet]:
 
 
 def _parse(name: str, t: Any, origin: str, default_tz: str) -> SnapshotSet:
+    bad = named_section("snapshots", name, t, _KEYS, origin)
     prefix = f"snapshots.{name}"
-
-    def bad(key: str, message: str) -> ConfigError:
-        return ConfigError(message, key=f"{prefix}.{key}" if key else prefix, origin=origin)
-
-    if not isinstance(t, dict):
-        raise bad("", "must be a table")
-    for key in t:
-        if key not in _KEYS:
-            raise bad(key, f"unknown key (known: {', '.join(sorted(_KEYS))})")
-    table = t.get("table")
-    if not isinstance(table, str) or not _IDENT.match(table):
-        raise bad("table", f"{table!r} is not a table name (letters, digits, _; schema.table)")
+    table = table_name(t.get("table"), bad)
     key = t.get("key")
     if isinstance(key, str):
         key = [key]
@@ -120,8 +109,6 @@ def _parse(name: str, t: Any, origin: str, default_tz: str) -> SnapshotSet:
     if not isinstance(requires, bool):
         raise bad("requires_sync", f"{requires!r} is not true or false")
     zone = t.get("timezone", default_tz)
-    from jobctl.config import check_timezone
-
     check_timezone(zone, key=f"{prefix}.timezone", origin=origin)
     return SnapshotSet(
         name=name,

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
+from jobctl.config import check_timezone, named_section, table_name
 from jobctl.durations import parse_duration
 from jobctl.errors import ConfigError, UsageError
 from jobctl.sources.parse import FORMATS
 from jobctl.sources.records import TYPES
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 _KEYS = {
     "url",
     "path",
@@ -123,16 +123,8 @@ def parse_sources(raw: Any, *, origin: str, default_tz: str) -> dict[str, Source
 
 
 def _parse_one(name: str, t: Any, *, origin: str, default_tz: str) -> SourceConfig:
+    bad = named_section("sources", name, t, _KEYS, origin)
     prefix = f"sources.{name}"
-
-    def bad(key: str, message: str) -> ConfigError:
-        return ConfigError(message, key=f"{prefix}.{key}" if key else prefix, origin=origin)
-
-    if not isinstance(t, dict):
-        raise bad("", "must be a table")
-    for key in t:
-        if key not in _KEYS:
-            raise bad(key, f"unknown key (known: {', '.join(sorted(_KEYS))})")
     if not re.match(r"^[A-Za-z0-9_.-]+$", name):
         raise bad("", "source names may hold letters, digits, '_', '-' and '.' only")
     kwargs: dict[str, Any] = {"name": name, "timezone": t.get("timezone", default_tz)}
@@ -151,25 +143,24 @@ def _parse_one(name: str, t: Any, *, origin: str, default_tz: str) -> SourceConf
     kwargs["format"] = fmt
     if "delimiter" in t and len(t["delimiter"]) != 1:
         raise bad("delimiter", f"{t['delimiter']!r} must be one character")
-    key = t.get("key")
-    if isinstance(key, str):
-        key = [key]
+    key_fields = t.get("key")
+    if isinstance(key_fields, str):
+        key_fields = [key_fields]
     location = str(t.get("url") or t.get("path") or "")
     # One record per date (an analytics API's daily summary): the date alone is the key.
-    keyless_ok = key == [] and ("{date" in location or t.get("date_key") is True)
+    keyless_ok = key_fields == [] and ("{date" in location or t.get("date_key") is True)
     if not keyless_ok and (
-        not key or not isinstance(key, list) or not all(isinstance(k, str) and k for k in key)
+        not key_fields
+        or not isinstance(key_fields, list)
+        or not all(isinstance(k, str) and k for k in key_fields)
     ):
         raise bad(
             "key",
             'must name one or more key fields, e.g. key = ["id"] (key = [] only for a '
             "source whose location depends on {date}: then the date is the key)",
         )
-    kwargs["key"] = tuple(key)
-    table = t.get("table")
-    if not isinstance(table, str) or not _IDENT.match(table):
-        raise bad("table", f"{table!r} is not a table name (letters, digits, _; schema.table)")
-    kwargs["table"] = table
+    kwargs["key"] = tuple(key_fields)
+    kwargs["table"] = table_name(t.get("table"), bad)
     for flag in ("complete", "conditional", "date_key"):
         if flag in t:
             if not isinstance(t[flag], bool):
@@ -179,8 +170,6 @@ def _parse_one(name: str, t: Any, *, origin: str, default_tz: str) -> SourceConf
         if t["date"] not in ("today", "yesterday"):
             raise bad("date", f"{t['date']!r} is not one of today, yesterday")
         kwargs["date"] = t["date"]
-    from jobctl.config import check_timezone
-
     check_timezone(kwargs["timezone"], key=f"{prefix}.timezone", origin=origin)
     for key in ("fields", "types", "headers"):
         if key in t:
