@@ -92,10 +92,7 @@ class RunContext:
     def conn(self) -> Connection:
         """A connection inside a transaction committed when the job returns normally."""
         if self._conn is None:
-            try:
-                self._conn = self.db.engine.connect()
-            except Exception as exc:  # translated once, in db
-                raise self.db._unreachable(exc) from None
+            self._conn = self.db.open_connection()
             self._conn.begin()
         return self._conn
 

@@ -68,13 +68,17 @@ class Database:
             "connect_timeout": 10,
         }
 
+    def open_connection(self) -> Connection:
+        """A SQLAlchemy connection the caller closes (a job's run connection)."""
+        try:
+            return self.engine.connect()
+        except OperationalError as exc:
+            raise self._unreachable(exc) from None
+
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         """A SQLAlchemy connection; the caller commits."""
-        try:
-            conn = self.engine.connect()
-        except OperationalError as exc:
-            raise self._unreachable(exc) from None
+        conn = self.open_connection()
         try:
             yield conn
         except DBAPIError as exc:

@@ -227,20 +227,6 @@ def completed_partitions(conn: Connection, job: str, partitions: Sequence[str]) 
     return {r.partition for r in rows}
 
 
-def last_completed(conn: Connection, job: str) -> dict[str, Any] | None:
-    row = (
-        conn.execute(
-            select(runs)
-            .where(runs.c.job == job, runs.c.status == "completed")
-            .order_by(runs.c.started_at.desc())
-            .limit(1)
-        )
-        .mappings()
-        .first()
-    )
-    return dict(row) if row else None
-
-
 def list_runs(
     conn: Connection,
     *,
