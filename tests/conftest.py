@@ -7,6 +7,7 @@ template that already holds the schema (``CREATE DATABASE … TEMPLATE``).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,14 @@ class Server:
         return _as_url(_with_db(self.url, name))
 
 
+@contextmanager
+def one_server_start() -> Iterator[None]:
+    """One embedded server initialised at a time on this machine (see ``pg_server``)."""
+    with open(Path(tempfile.gettempdir()) / "jobctl-test-pg-start.lock", "a+") as start_lock:
+        fcntl.flock(start_lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     if _SERVER_URL:
@@ -84,7 +94,11 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # Not under pytest's basetemp: pytest prunes old basetemps, which would pull the
     # data directory from under a server still used by a concurrent session.
     data_dir = Path(tempfile.mkdtemp(prefix="jobctl-test-pg-"))
-    url, _ = embedded_url(data_dir)
+    # pytest-xdist workers start their servers at the same moment; as root the
+    # package creates its OS user on first use, and two racing `useradd`s leave
+    # one initdb unable to chmod its directory. One start at a time, machine-wide.
+    with one_server_start():
+        url, _ = embedded_url(data_dir)
     host = psycopg.conninfo.conninfo_to_dict(url).get("host")
     yield Server(url, data_dir, str(host) if host else None)
     stop_embedded(data_dir)

@@ -9,15 +9,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jobctl.config import Settings
-from jobctl.db import ledger
-from jobctl.db.engine import Database, open_database
 from jobctl.errors import UsageError
-from jobctl.gaps import Gap
-from jobctl.registry import JobSpec, all_jobs
-from jobctl.runner import Runner, RunOptions, RunOutcome
+from jobctl.registry import Jobs, all_jobs
+
+if TYPE_CHECKING:
+    # The database layer (SQLAlchemy, psycopg) and the runner are imported by the
+    # methods that use them: a command pays only for what it touches.
+    from jobctl.config import Settings
+    from jobctl.db.engine import Database
+    from jobctl.gaps import Gap
+    from jobctl.runner import Runner, RunOptions, RunOutcome
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class App:
 
     @cached_property
     def db(self) -> Database:
+        from jobctl.db.engine import open_database
         from jobctl.db.migrate import ensure_schema
 
         db = open_database(self.settings.database_url, self.settings.data_dir)
@@ -50,13 +54,17 @@ class App:
 
     def raw_db(self) -> Database:
         """The database without the automatic upgrade (for ``db status``)."""
+        from jobctl.db.engine import open_database
+
         return open_database(self.settings.database_url, self.settings.data_dir)
 
     @cached_property
-    def jobs(self) -> dict[str, JobSpec]:
+    def jobs(self) -> Jobs:
         return all_jobs(self.settings.jobs_module, self.settings.jobs_path)
 
     def runner(self) -> Runner:
+        from jobctl.runner import Runner
+
         return Runner(self.settings, self.db, self.jobs)
 
     def run(self, name: str, options: RunOptions) -> RunOutcome:
@@ -89,7 +97,14 @@ class App:
     ) -> RunOutcome:
         from jobctl.jobs import snapshot
 
-        snapshot_plan = snapshot.plan(self.settings, names=sets, on_date=on_date, periods=periods)
+        snapshot_plan = snapshot.plan(
+            self.settings,
+            names=sets,
+            on_date=on_date,
+            periods=periods,
+            force=options.force,
+            now=options.now,
+        )
         params = dict(options.params)
         if on_date:
             params["date"] = on_date
@@ -120,6 +135,7 @@ class App:
             missing=missing,
             force=options.force,
             continue_on_error=continue_on_error,
+            now=options.now,
         )
         params = {**options.params, "from": start, "to": end, "jobs": ",".join(backfill_plan.jobs)}
         if missing:
@@ -129,6 +145,7 @@ class App:
         return self.run("backfill", replace(options, params=params, extra=extra))
 
     def gaps(self, job: str, since: timedelta, now: datetime | None = None) -> list[Gap]:
+        from jobctl.db import ledger
         from jobctl.gaps import missing
 
         now = now or datetime.now(UTC)
@@ -147,6 +164,8 @@ class App:
     def list_runs(
         self, *, job: str | None, status: str | None, since: timedelta | None, limit: int
     ) -> list[dict[str, Any]]:
+        from jobctl.db import ledger
+
         if status and status not in STATUSES:
             raise UsageError(f"status {status!r} is not one of {', '.join(STATUSES)}")
         if limit < 0:
@@ -157,6 +176,8 @@ class App:
             return ledger.list_runs(conn, job=job, status=status, since=after, limit=limit)
 
     def show_run(self, run_id: int) -> dict[str, Any]:
+        from jobctl.db import ledger
+
         if not 0 < run_id < 2**63:
             raise UsageError(f"run {run_id} does not exist")
         with self.db.begin() as conn:
@@ -170,6 +191,7 @@ class App:
         return run
 
     def jobs_overview(self, now: datetime | None = None) -> list[JobInfo]:
+        from jobctl.db import ledger
         from jobctl.schedule import parse_schedule
 
         now = now or datetime.now(UTC)

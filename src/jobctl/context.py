@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any
@@ -63,10 +63,23 @@ class RunContext:
     stats: dict[str, Any] = field(default_factory=dict)
     #: What the run read (file path or URL); the runner stores it with credentials removed.
     source: str | None = None
-    #: Called with (what, done so far[, total]) on a terminal; None → plain log lines.
+    #: Called with (what, done so far[, total]) on a terminal or under -v; None → plain
+    #: log lines. sync adds ``phase=`` (downloading, reading, applying, committing).
     progress: Callable[..., None] | None = None
     _conn: Connection | None = field(default=None, repr=False)
     _start_child: Callable[..., Any] | None = field(default=None, repr=False)
+    _check_lock: Callable[[], None] | None = field(default=None, repr=False)
+
+    def check_lock(self) -> None:
+        """Raise :class:`jobctl.errors.LockLost` if this run no longer holds its lock.
+
+        Call it before a side effect outside the database (an HTTP call, a mail)
+        and between the phases of a long job. Database work needs no call: every
+        transaction opened through the context commits only while the lock is
+        held (see "How locking works" in the README).
+        """
+        if self._check_lock is not None:
+            self._check_lock()
 
     def run_child(self, job: str, options: Any) -> Any:
         """Run another job (or this one for another date) as a child run of this one.
@@ -106,10 +119,22 @@ class RunContext:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        try:
-            if ok:
+        if ok:
+            try:
+                self.db.check_before_commit(conn)
                 conn.commit()
-            else:
-                conn.rollback()
-        finally:
-            conn.close()
+            finally:
+                _close_quietly(conn)
+            return
+        # The run already failed: a rollback error (a connection cut by the same
+        # fault) must not replace the cause; closing rolls back on the server anyway.
+        try:
+            conn.rollback()
+        except Exception as exc:
+            self.log.debug("rollback after failure: %s", exc)
+        _close_quietly(conn)
+
+
+def _close_quietly(conn: Connection) -> None:
+    with suppress(Exception):  # a connection that died with the run has nothing to keep
+        conn.close()

@@ -1,31 +1,68 @@
-"""Durations (``90s``, ``5m``, ``2h``, ``7d``) and ISO dates, parsed strictly."""
+"""Durations (``90s``, ``5m``, ``2h``, ``7d``) and ISO dates, parsed strictly.
+
+Both parsers take whatever a user or a config file can hand them (any TOML value,
+any command-line string) and either return a value that is safe to compute with or
+raise :class:`UsageError` naming the bad value: never another exception. "Safe"
+means finite, not negative, and small enough that adding it to a date or a
+``datetime`` (or arming a timer with it) cannot overflow.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date, timedelta
 
 from jobctl.errors import UsageError
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+# re.ASCII: ``\d`` would otherwise take any Unicode digit ("٣s"), and ``\s`` any space.
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*", re.ASCII)
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 MAX_SECONDS = 100 * 365 * 86400
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The dates jobctl accepts. Wide enough for any real feed or backfill, and far
+#: enough from ``date.min`` / ``date.max`` that a week or a month around the date,
+#: or the date as midnight in any time zone, is still a valid date.
+MIN_DATE = date(1000, 1, 1)
+MAX_DATE = date(9998, 12, 31)
+_SHOWN = 60
 
 
-def parse_duration(text: str, *, what: str = "duration") -> timedelta:
-    """``'90s'`` → 90 seconds. Raises UsageError naming the bad value."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return timedelta(seconds=float(text))
-    match = _DURATION.match(str(text))
-    if not match:
-        raise UsageError(
-            f"{what} {text!r} is not a duration (use a number and a unit: 90s, 5m, 2h, 7d)"
-        )
-    value, unit = match.groups()
-    seconds = float(value) * _UNITS[unit]
+def shown(value: object) -> str:
+    """``repr(value)`` cut to one short line: hostile values can be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
+
+
+def parse_duration(value: object, *, what: str = "duration", allow_zero: bool = True) -> timedelta:
+    """``'90s'`` → 90 seconds; a plain number (from TOML) is seconds.
+
+    Refused with a UsageError naming ``what`` and the value: anything that is not a
+    number and a unit, a negative, infinite or NaN number, more than 100 years, and
+    (``allow_zero=False``, for settings where zero means nothing, like a timeout) zero
+    or less than a microsecond.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{what} {shown(value)} is not a finite number of seconds")
+        if value < 0:
+            raise UsageError(f"{what} {shown(value)} is negative")
+        seconds = float(value) if value <= MAX_SECONDS else math.inf
+    else:
+        match = _DURATION.fullmatch(value) if isinstance(value, str) else None
+        if not match:
+            raise UsageError(
+                f"{what} {shown(value)} is not a duration "
+                "(a number and a unit: 500ms, 90s, 5m, 2h, 7d, 2w)"
+            )
+        number, unit = match.groups()
+        seconds = float(number) * _UNITS[unit]  # inf for absurdly many digits
     if seconds > MAX_SECONDS:
-        raise UsageError(f"{what} {text!r} is too long (at most 100 years)")
-    return timedelta(seconds=seconds)
+        raise UsageError(f"{what} {shown(value)} is too long (at most 100 years)")
+    delta = timedelta(seconds=seconds)
+    if not allow_zero and delta <= timedelta(0):
+        raise UsageError(f"{what} {shown(value)} must be more than zero")
+    return delta
 
 
 def format_duration(delta: timedelta | float | None) -> str:
@@ -49,11 +86,15 @@ def format_duration(delta: timedelta | float | None) -> str:
     return f"{days}d{hours}h"
 
 
-def parse_date(text: str, *, what: str = "date") -> date:
-    """Strict ISO ``YYYY-MM-DD``; ``2026-02-30`` is refused with a clear message."""
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(text).strip()):
-        raise UsageError(f"{what} {text!r} is not an ISO date (YYYY-MM-DD)")
+def parse_date(text: object, *, what: str = "date") -> date:
+    """Strict ISO ``YYYY-MM-DD`` between MIN_DATE and MAX_DATE; ``2026-02-30`` is refused."""
+    stripped = text.strip() if isinstance(text, str) else None
+    if stripped is None or not _ISO_DATE.fullmatch(stripped):
+        raise UsageError(f"{what} {shown(text)} is not an ISO date (YYYY-MM-DD)")
     try:
-        return date.fromisoformat(str(text).strip())
+        day = date.fromisoformat(stripped)
     except ValueError as exc:
-        raise UsageError(f"{what} {text!r} is not a valid date: {exc}") from None
+        raise UsageError(f"{what} {shown(text)} is not a valid date: {exc}") from None
+    if not MIN_DATE <= day <= MAX_DATE:
+        raise UsageError(f"{what} {shown(text)} is out of range ({MIN_DATE} to {MAX_DATE})")
+    return day

@@ -12,6 +12,7 @@
     └── JobError                     exit 1  the job itself failed
         ├── TransientError           retried by the runner (network blip, 5xx …)
         ├── JobTimeout               the run exceeded --timeout
+        ├── LockLost                 the run's lock went away (connection killed, server restarted)
         ├── SourceError              a feed could not be fetched (transient or not)
         └── DocumentError            a feed is malformed as a whole
 
@@ -108,6 +109,10 @@ class TransientError(JobError):
 
 class JobTimeout(JobError):
     pass
+
+
+class LockLost(JobError):
+    """The run no longer holds its job's lock: it must stop and must not commit."""
 
 
 class SourceError(JobError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -51,20 +51,53 @@ def job(
     return register
 
 
-def builtin_jobs() -> dict[str, JobSpec]:
+#: The modules of ``jobctl.jobs`` that may hold a built-in job (its ``SPEC``), each
+#: named as its job; those that do not exist in this version are left out.
+BUILTIN_MODULES = ("sync", "snapshot", "backfill", "cleanup", "report")
+
+
+class Jobs(Mapping[str, JobSpec]):
+    """Job specs by name. A built-in job's module is imported when its spec is first
+    read, not when the jobs are listed: ``jobctl run NAME`` on a user's job (a cron
+    tick that may well be skipped) does not import the sync job's parsers or the
+    snapshot job's SQL."""
+
+    def __init__(self, builtin: Sequence[str], user: Mapping[str, JobSpec]) -> None:
+        self._names = [*builtin, *user]
+        self._specs: dict[str, JobSpec] = dict(user)
+
+    def __getitem__(self, name: str) -> JobSpec:
+        if name not in self._specs:
+            if name not in self._names:
+                raise KeyError(name)
+            self._specs[name] = _builtin_spec(name)
+        return self._specs[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def builtin_names() -> list[str]:
+    """The built-in jobs of this version (found without importing their modules)."""
+    return [m for m in BUILTIN_MODULES if importlib.util.find_spec(f"jobctl.jobs.{m}")]
+
+
+def _builtin_spec(name: str) -> JobSpec:
+    spec = getattr(importlib.import_module(f"jobctl.jobs.{name}"), "SPEC", None)
+    if not isinstance(spec, JobSpec) or spec.name != name:
+        raise RuntimeError(f"jobctl.jobs.{name} must define SPEC, a JobSpec named {name!r}")
+    return spec
+
+
+def builtin_jobs() -> Jobs:
     """Built-in jobs that exist in this version (imported lazily: start-up stays fast)."""
-    specs: dict[str, JobSpec] = {}
-    for module_name in ("sync", "snapshot", "backfill", "cleanup", "report"):
-        try:
-            module = importlib.import_module(f"jobctl.jobs.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"jobctl.jobs.{module_name}":
-                continue
-            raise
-        spec = getattr(module, "SPEC", None)
-        if isinstance(spec, JobSpec):
-            specs[spec.name] = spec
-    return specs
+    return Jobs(builtin_names(), {})
 
 
 def load_user_jobs(module: str | None, base: Path) -> dict[str, JobSpec]:
@@ -115,15 +148,15 @@ def load_user_jobs(module: str | None, base: Path) -> dict[str, JobSpec]:
     return found
 
 
-def all_jobs(module: str | None, base: Path) -> dict[str, JobSpec]:
-    jobs = builtin_jobs()
-    for name, spec in load_user_jobs(module, base).items():
-        if name in jobs:
+def all_jobs(module: str | None, base: Path) -> Jobs:
+    builtin = builtin_names()
+    user = load_user_jobs(module, base)
+    for name in user:
+        if name in builtin:
             raise ConfigError(
                 f"user job {name!r} has the name of a built-in job", key="jobs_module"
             )
-        jobs[name] = spec
-    return jobs
+    return Jobs(builtin, user)
 
 
 def resolve(name: str, jobs: Mapping[str, JobSpec], configured: Mapping[str, Any]) -> JobSpec:

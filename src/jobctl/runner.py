@@ -8,31 +8,24 @@ counters, status, error, traceback and log tail → release the lock.
 
 A heartbeat thread refreshes ``heartbeat_at`` (and the log tail) while the run
 executes and checks that the lock's connection is still alive; if it is lost,
-the run is stopped, because another host may now take the lock.
+the run is stopped (the statement in flight is cancelled on the server),
+because another host may now take the lock. Stopping is not what keeps two runs
+apart, though: every transaction the job opens through its context is *fenced*
+(``ledger.fence``) and commits only while the run still holds its lock.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+from typing import TYPE_CHECKING, Any
 
 from jobctl.config import JobConfig, Settings
-from jobctl.context import Counters, RunContext
 from jobctl.db import ledger
 from jobctl.db.engine import Database
 from jobctl.db.locks import JobLock
@@ -42,15 +35,32 @@ from jobctl.errors import (
     ExitCode,
     JobctlError,
     JobError,
+    LockLost,
     RunCancelled,
     UsageError,
 )
-from jobctl.interrupts import Interrupts
+from jobctl.interrupts import Interruption, Interrupts
 from jobctl.logs import TailHandler
-from jobctl.redact import redact_text, redact_url
+from jobctl.redact import Redactor, url_secrets
 from jobctl.registry import JobSpec, resolve
 
+if TYPE_CHECKING:
+    # Imported in _execute: a run that is skipped (lock held, slot done) never needs
+    # the job context or the retry machinery.
+    from tenacity import RetryCallState
+
+    from jobctl.context import RunContext
+
 log = logging.getLogger("jobctl.runner")
+
+#: How long a run waits for a second database connection after taking its lock.
+#: The lock pins one server connection for the whole run; behind a pooler with
+#: no connection to spare, every further one would queue until the pooler gives up.
+SPARE_CONNECTION_WAIT = 15.0
+LOST_LOCK = (
+    "lost the job's lock (its database connection was closed or the server restarted); "
+    "stopped, and its uncommitted work rolled back, so that two copies never run"
+)
 
 TRIGGERS = ("manual", "timer", "cron", "schedule", "backfill", "catchup")
 SLOT_TRIGGERS = ("timer", "cron", "schedule")
@@ -103,7 +113,9 @@ class Runner:
         self.settings = settings
         self.db = db
         self.jobs = jobs
-        self.secrets = [*settings.secrets(), *_url_secrets(db.url)]
+        self.spare_connection_wait = SPARE_CONNECTION_WAIT
+        # The one redaction of this runner's output: log tail, error texts, runs.source.
+        self.secrets = Redactor([*settings.secrets(), *url_secrets(db.url)])
 
     # -- the public entry point ------------------------------------------------
     def run(self, name: str, options: RunOptions | None = None) -> RunOutcome:
@@ -119,19 +131,22 @@ class Runner:
         def skip(
             reason: str, code: ExitCode, slot: datetime | None = None, status: str = "skipped"
         ) -> RunOutcome:
-            with self.db.begin() as conn:
+            # Plain SQL (no SQLAlchemy): a skip is most of what a busy timer does.
+            with self.db.plain() as conn:
                 run_id = ledger.insert_run(
                     conn,
                     job=name,
                     status=status,
                     trigger=trigger,
-                    params=params,
+                    params=self.secrets.data(params),
                     partition=options.partition,
                     parent_id=options.parent_id,
                     scheduled_for=slot,
                     error_message=reason,
                 )
-            log.info(
+            # The command prints the outcome of a top-level run; a child's is only logged.
+            log.log(
+                logging.DEBUG if options.parent_id is None else logging.INFO,
                 "%s: %s (run %s): %s",
                 name,
                 status,
@@ -159,23 +174,33 @@ class Runner:
                 acquired = lock.acquire(options.wait_timeout if options.wait else None)
                 if options.wait and options.wait_timeout is None and not acquired:
                     acquired = lock.acquire(timedelta(days=3650))
-            except RunCancelled as exc:
+            except Interruption as stop:
                 interrupt.disarm()
+                cause = stop.cause
+                name_of = cause.signal_name if isinstance(cause, RunCancelled) else str(cause)
                 return skip(
-                    f"interrupted by {exc.signal_name} while waiting for the lock",
-                    exc.exit_code,
+                    f"interrupted by {name_of} while waiting for the lock",
+                    cause.exit_code,
                     slot,
                     status="cancelled",
                 )
             interrupt.disarm()
             if not acquired:
-                with self.db.begin() as conn:
+                with self.db.plain() as conn:
                     ledger.sweep_abandoned(conn, name)
                     holder = ledger.lock_holder(conn, name, lock.key)
-                    # A holder that has just taken the lock writes its row within
-                    # milliseconds: wait briefly so the message can name its run.
+                    # A jobctl run that has just taken the lock writes its row within
+                    # milliseconds: wait briefly so the message can name its run. Any
+                    # other holder (a session whose application_name is not "jobctl
+                    # HOST PID", or one that took the lock over 2 s ago and still has
+                    # no row) will not write one: no skip waits for it.
                     for _ in range(10):
-                        if holder.run_id is not None:
+                        if (
+                            holder.run_id is not None
+                            or holder.pid is None
+                            or holder.age_seconds is None
+                            or holder.age_seconds >= 2.0
+                        ):
                             break
                         time.sleep(0.05)
                         holder = ledger.lock_holder(conn, name, lock.key)
@@ -185,6 +210,10 @@ class Runner:
                     else ""
                 )
                 return skip(_holder_message(name, holder) + waited, ExitCode.LOCKED, slot)
+            wait = self.spare_connection_wait
+            if not self.db.embedded and not self.db.spare_connection_within(wait):
+                lock.release()  # gives its server connection back, so the row can be written
+                return skip(_pool_message(name, wait), ExitCode.FAILED, slot, status="failed")
             return self._run_locked(spec, cfg, options, trigger, params, slot, now, lock, interrupt)
         finally:
             lock.release()
@@ -242,16 +271,18 @@ class Runner:
                 job=name,
                 status="running" if runs_now else "skipped",
                 trigger=trigger,
-                params=params,
+                params=self.secrets.data(params),
                 partition=options.partition,
                 parent_id=options.parent_id,
                 scheduled_for=slot,
                 lock_backend_pid=lock.backend_pid if runs_now else None,
                 lock_key=lock.key if runs_now else None,
                 error_message=reason,
+                dry_run=options.dry_run,
             )
         if reason is not None:
-            log.info(
+            log.log(
+                logging.DEBUG if options.parent_id is None else logging.INFO,
                 "%s: skipped (run %s): %s",
                 name,
                 run_id,
@@ -293,6 +324,15 @@ class Runner:
         lock: JobLock,
         interrupt: Interrupts,
     ) -> RunOutcome:
+        from tenacity import (
+            Retrying,
+            retry_if_exception,
+            stop_after_attempt,
+            wait_exponential_jitter,
+        )
+
+        from jobctl.context import Counters, RunContext
+
         name = spec.name
         tail = TailHandler(self.settings.log_tail_lines, self.secrets)
         root = logging.getLogger("jobctl")
@@ -324,7 +364,18 @@ class Runner:
             extra={"action": "run.started", "run_id": run_id},
         )
 
+        def fence(conn: Any) -> None:
+            if interrupt.lock_lost or not ledger.fence(conn, run_id):
+                raise LockLost(LOST_LOCK)
+
+        def check_lock() -> None:
+            if interrupt.lock_lost or not lock.ping():
+                raise LockLost(LOST_LOCK)
+
+        run_db = self.db.fenced(fence)
+
         def attempt() -> RunContext:
+            interrupt.arm()
             state["attempts"] += 1
             ctx = RunContext(
                 run_id=run_id,
@@ -332,7 +383,7 @@ class Runner:
                 params=dict(params),
                 settings=self.settings,
                 config=cfg,
-                db=self.db,
+                db=run_db,
                 log=job_log,
                 trigger=trigger,
                 partition=options.partition,
@@ -342,6 +393,7 @@ class Runner:
                 dry_run=options.dry_run,
                 progress=options.extra.get("progress"),
                 _start_child=self._start_child,
+                _check_lock=check_lock,
             )
             ctx.stats.update(options.extra.get("stats", {}))
             state["ctx"] = ctx
@@ -351,6 +403,10 @@ class Runner:
                 _apply_result(ctx, result)
                 ok = True
             finally:
+                if ok:
+                    # Not while committing: a signal then would record a run as
+                    # cancelled whose work the server may have committed.
+                    interrupt.disarm()
                 ctx._finish(ok)
             return ctx
 
@@ -381,26 +437,31 @@ class Runner:
             interrupt.set_timeout(timeout)
             interrupt.arm()
             ctx = retrying(attempt)
-            interrupt.disarm()
-        except RunCancelled as exc:
-            interrupt.disarm()
+        except Interruption as stopped:
+            exc, detail = stopped.cause, self._clean("".join(traceback.format_exception(stopped)))
+            if isinstance(exc, RunCancelled):
+                status, code, message, detail = "cancelled", exc.exit_code, str(exc), None
+            else:
+                status, code, message = "failed", exc.exit_code, self._clean(str(exc))
+        except RunCancelled as exc:  # a child run was cancelled: so is its parent
             status, code, message = "cancelled", exc.exit_code, str(exc)
         except JobctlError as exc:
-            interrupt.disarm()
             status, message = "failed", self._clean(str(exc))
             code = ExitCode.USAGE if isinstance(exc, UsageError) else ExitCode.FAILED
             detail = self._clean("".join(traceback.format_exception(exc)))
         except Exception as exc:
-            interrupt.disarm()
             status, code = "failed", ExitCode.FAILED
             message = self._clean(f"{type(exc).__name__}: {exc}")
             detail = self._clean("".join(traceback.format_exception(exc)))
         finally:
-            if interrupt.timer_set:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                interrupt.timer_set = False
+            interrupt.disarm()
+            interrupt.clear_timeout()
             stop.set()
         ctx = state["ctx"]
+        if status == "completed" and (interrupt.lock_lost or not lock.ping()):
+            # A job with no database work has nothing fenced: its end still counts
+            # only if the lock held to the end.
+            status, code, message = "failed", ExitCode.FAILED, LOST_LOCK
         counters = ctx.counters if ctx is not None else Counters()
         stats = dict(ctx.stats) if ctx is not None else {}
         if status != "completed" and ctx is not None:
@@ -418,7 +479,7 @@ class Runner:
         beat.join(timeout=5)
         root.removeHandler(tail)
         root.setLevel(saved_level)
-        source = redact_url(ctx.source) if ctx is not None and ctx.source else None
+        source = self.secrets.url(ctx.source) if ctx is not None and ctx.source else None
         try:
             with self.db.begin() as conn:
                 still_ours = ledger.finish_run(
@@ -427,7 +488,7 @@ class Runner:
                     status=status,
                     attempts=state["attempts"],
                     counters=counters.as_columns(),
-                    stats=stats,
+                    stats=self.secrets.data(stats),
                     error_message=message,
                     error_detail=detail,
                     log_tail=tail.snapshot(),
@@ -435,12 +496,12 @@ class Runner:
                     partition=ctx.partition if ctx is not None else None,
                 )
             if not still_ours:
-                log.error(
-                    "%s: run %s was marked abandoned by another process while it ran "
-                    "(its lock connection was lost)",
-                    name,
-                    run_id,
+                status, code = "abandoned", ExitCode.FAILED
+                message = (
+                    f"run {run_id} was marked abandoned by another process while it ran "
+                    "(its lock connection was lost)"
                 )
+                log.error("%s: %s", name, message, extra={"action": "run.abandoned"})
         except DatabaseError as exc:
             log.error("%s: could not record the end of run %s: %s", name, run_id, exc)
         return RunOutcome(
@@ -535,12 +596,11 @@ class Runner:
         while not stop.wait(interval):
             if not lock.ping():
                 log.error(
-                    "run %s: lost the job's lock (database connection dropped); stopping", run_id
+                    "run %s: lost the job's lock (its database connection dropped); stopping",
+                    run_id,
+                    extra={"action": "run.lock_lost", "run_id": run_id},
                 )
-                interrupt.on_lock_lost(
-                    "lost the job's lock (database connection dropped); stopped so that two "
-                    "copies never run"
-                )
+                interrupt.on_lock_lost(LOST_LOCK)
                 return
             try:
                 with self.db.begin() as conn:
@@ -549,10 +609,12 @@ class Runner:
                 log.warning("run %s: heartbeat failed: %s", run_id, exc)
 
     def _clean(self, text: str) -> str:
-        return redact_text(text, self.secrets)
+        return self.secrets.text(text)
 
 
 def _apply_result(ctx: RunContext, result: Any) -> None:
+    from jobctl.context import Counters
+
     if result is None:
         return
     if isinstance(result, Counters):
@@ -563,16 +625,6 @@ def _apply_result(ctx: RunContext, result: Any) -> None:
         raise JobError(f"job returned {type(result).__name__}; expected None, Counters or a dict")
 
 
-def _url_secrets(url: str) -> list[str]:
-    from urllib.parse import urlsplit
-
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return []
-    return [password] if password and len(password) >= 4 else []
-
-
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -581,6 +633,16 @@ def _enabled_hint(name: str) -> str:
     import re
 
     return f"jobs.{name}.enabled or JOBCTL_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}_ENABLED"
+
+
+def _pool_message(job: str, waited: float) -> str:
+    return (
+        f"job {job!r} could not open a second database connection within "
+        f"{format_duration(waited)} while holding its lock: the connection "
+        "pool (PgBouncer?) is too small. Every concurrently running job needs two server "
+        "connections, one for its lock and one for its work: set the pool size "
+        "(default_pool_size / pool_size) to at least 2 x the jobs that may run at once"
+    )
 
 
 def _holder_message(job: str, holder: ledger.Holder) -> str:

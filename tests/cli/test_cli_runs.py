@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import signal
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 
 from jobctl.db.tables import LEDGER_COLUMNS
@@ -58,6 +62,123 @@ def test_list_table_fits_80_columns_without_ansi(cli: Cli) -> None:
     assert "failed" in result.stdout and "completed" in result.stdout
 
 
+HOST = "ip-172-31-22-10.ec2.internal"
+TABLE_SIZES = """
+
+@jobctl.job("table_sizes")
+def table_sizes(ctx: jobctl.RunContext) -> jobctl.Counters:
+    return jobctl.Counters(total=5, unchanged=5)
+"""
+
+
+def realistic_runs(cli: Cli, project: Path, psql: psycopg.Connection[Any]) -> list[dict]:
+    """Runs as a production ledger has them: long host names, long runs, big counts."""
+    with (project / "myjobs.py").open("a") as f:
+        f.write(TABLE_SIZES)
+    for _ in range(2):
+        assert cli("run", "table_sizes", "--trigger", "backfill", "--force").code == 0
+    cli("run", "boom")
+    psql.execute("UPDATE jobctl.runs SET host = %s", (HOST,))
+    psql.execute(
+        "UPDATE jobctl.runs SET duration_ms = 3723456, records_new = 240123,"
+        " records_updated = 12345, records_unchanged = 227000, records_errors = 7"
+        " WHERE id = (SELECT min(id) FROM jobctl.runs)"
+    )
+    return runs(cli)
+
+
+def whole_values(row: dict) -> list[str]:
+    from jobctl.cli import render
+
+    started = datetime.fromisoformat(row["started_at"].replace("Z", "+00:00"))
+    return [
+        str(row["id"]),
+        row["job"],
+        row["status"],
+        render.when(started),
+        render.ms(row["duration_ms"]),
+        render.records(row),
+    ]
+
+
+def test_list_at_80_columns_shows_what_a_user_needs_whole(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    rows = realistic_runs(cli, project, psql)
+    result = cli("runs", "list", env={"COLUMNS": "80"})
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in result.stdout
+    assert lines[0].split() == ["id", "job", "status", "started", "took", "new/upd/same/err"]
+    assert len(lines) == 1 + len(rows)
+    for line, row in zip(lines[1:], rows, strict=True):
+        for value in whole_values(row):
+            assert value in line, (value, line)
+    assert "1h02m" in result.stdout and "240123/12345/227000/7" in result.stdout
+
+
+def test_list_adds_columns_when_they_fit_or_with_wide(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    rows = realistic_runs(cli, project, psql)
+    roomy = cli("runs", "list", env={"COLUMNS": "160"})
+    wide = cli("runs", "list", "--wide", env={"COLUMNS": "80"})
+    for result in (roomy, wide):
+        assert result.code == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert "trigger" in lines[0] and "host" in lines[0]
+        for line, row in zip(lines[1:], rows, strict=True):
+            assert HOST in line and row["trigger"] in line
+            assert all(value in line for value in whole_values(row))
+    assert max(len(line) for line in wide.stdout.splitlines()) > 80
+
+
+def test_show_of_a_backfill_parent_lists_each_child_once(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    (project / "jobctl.toml").write_text(TINY_SNAPSHOT)
+    today = datetime.now(ZoneInfo("America/Toronto")).date()
+    first, last = today - timedelta(days=61), today - timedelta(days=2)
+    result = cli(
+        "backfill",
+        "--from",
+        first.isoformat(),
+        "--to",
+        last.isoformat(),
+        "--job",
+        "snapshot",
+        timeout=120,
+    )
+    assert result.code == 0, result.stderr
+    parent = psql.execute("SELECT max(id) FROM jobctl.runs WHERE job = 'backfill'").fetchone()
+    assert parent is not None
+    as_json = json.loads(cli("runs", "show", str(parent[0]), "--json").stdout)
+    children = as_json["children"]
+    assert len(children) == 60
+    shown = cli("runs", "show", str(parent[0]), env={"COLUMNS": "80"})
+    assert shown.code == 0, shown.stderr
+    head = shown.stdout.split("\nlast ")[0]  # the log tail names runs too
+    for child in children:
+        starts = [x for x in head.splitlines() if x.split()[:1] == [str(child["id"])]]
+        assert len(starts) == 1, (child["id"], starts)
+        assert child["partition"] in starts[0] and "completed" in starts[0]
+    assert '"run_id"' not in shown.stdout  # not repeated inside stats
+    assert len(head.splitlines()) < 60 + 45
+    assert max(len(x) for x in head.splitlines()) <= 80
+
+
+TINY_SNAPSHOT = """
+timezone = "America/Toronto"
+
+[snapshots.tiny]
+table = "snap_tiny"
+key = ["k"]
+periods = ["day"]
+query = "SELECT 'x' AS k, 1 AS n WHERE :period_start < :period_end"
+"""
+
+
 def test_list_filters(cli: Cli) -> None:
     cli("run", "sleepy", "--param", "seconds=0")
     cli("run", "boom")
@@ -96,6 +217,21 @@ def test_jobs_list(cli: Cli, project: Path) -> None:
     table = cli("jobs", "list")
     assert table.code == 0 and "writer" in table.stdout and "\x1b" not in table.stdout
     assert max(len(x) for x in table.stdout.splitlines()) <= 80
+    zone = ZoneInfo("America/Toronto")
+    fire_times = [
+        datetime.fromisoformat(t.replace("Z", "+00:00")).astimezone(zone).strftime("%a %m-%d %H:%M")
+        for t in by_name["writer"]["next_fire_times"]
+    ]
+    for width in (80, 120):
+        shown = cli("jobs", "list", env={"COLUMNS": str(width)})
+        assert shown.code == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert max(len(x) for x in lines) <= width
+        for fire_time in fire_times:
+            assert fire_time in shown.stdout, (width, fire_time, shown.stdout)
+        # the schedule in words on one line, its zone on the next
+        words = next(i for i, x in enumerate(lines) if "At 06:00, Monday through Friday" in x)
+        assert lines[words].split()[0] == "writer" and "America/Toronto" in lines[words + 1]
 
 
 @pytest.mark.parametrize(
@@ -249,3 +385,122 @@ def test_jobs_module_failing_at_import_is_exit_2(cli: Cli, project: Path) -> Non
     assert "jobs_module" in result.stderr and "boom at import" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+
+
+TINY_SOURCE = """
+[sources.tiny]
+path = "tiny.ndjson"
+format = "ndjson"
+key = ["id"]
+table = "tiny"
+"""
+
+
+def with_tiny_source(project: Path) -> None:
+    config = project / "jobctl.toml"
+    config.write_text(config.read_text() + TINY_SOURCE)
+    (project / "tiny.ndjson").write_text("".join(f'{{"id": {n}, "v": "x"}}\n' for n in range(3)))
+
+
+def in_pty(cli: Cli, *args: str, env: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """The real executable with stdout and stderr on a terminal (a pseudo-terminal)."""
+    import os
+    import pty
+    import select
+    import subprocess
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [cli.exe, *args],
+        cwd=cli.cwd,
+        env={**cli.env, "TERM": "xterm-256color", "COLUMNS": "100", **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    out = b""
+    try:
+        while select.select([leader], [], [], 60)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(leader)
+    return proc.wait(timeout=60), out
+
+
+def test_no_color_on_a_terminal_means_no_escape_code_at_all(cli: Cli, project: Path) -> None:
+    with_tiny_source(project)
+    cli("run", "sleepy", "--param", "seconds=0")
+    styled = in_pty(cli, "runs", "list", env={"NO_COLOR": ""})[1]
+    assert b"\x1b[" in styled  # a terminal does get styles (the bold header) without NO_COLOR
+    for args in (
+        ("runs", "list"),
+        ("jobs", "list"),
+        ("runs", "show", "1"),
+        ("run", "boom"),
+        ("sync",),
+        ("run", "sleepy", "--param", "seconds=0"),
+    ):
+        code, out = in_pty(cli, *args, env={"NO_COLOR": "1"})
+        assert code in (0, 1), (args, out)
+        assert out.strip() and b"\x1b" not in out, (args, out)
+
+
+def test_sync_on_a_terminal_shows_each_phase_with_the_final_count(cli: Cli, project: Path) -> None:
+    with_tiny_source(project)
+    code, out = in_pty(cli, "sync", env={"NO_COLOR": ""})
+    assert code == 0, out
+    assert b"tiny: applying 3 records" in out and b"tiny: committing 3 records" in out
+    assert b"sync: \x1b[32mcompleted" in out
+
+
+def test_verbose_shows_phases_and_timings(cli: Cli, project: Path) -> None:
+    with_tiny_source(project)
+    quiet = cli("sync", "--force")
+    assert quiet.code == 0, quiet.stderr
+    assert "applying" not in quiet.stderr  # the default stays short
+    verbose = cli("-v", "sync", "--force")
+    assert verbose.code == 0, verbose.stderr
+    lines = verbose.stderr.splitlines()
+    read = next(x for x in lines if "tiny: read 3 records in " in x)
+    assert "DEBUG" in read and read.endswith("; applying")
+    assert any("tiny: applied in " in x and x.endswith("; committing") for x in lines)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code"),
+    [
+        (("run", "sleepy", "--param", "seconds=0"), {}, 0),
+        (("run", "boom"), {}, 1),
+        (("run", "sleepy"), {"JOBCTL_SLEEPY_ENABLED": "0"}, 0),
+        (("runs", "list", "--since", "7x"), {}, 2),
+        (("runs", "list", "--job", "nobody"), {}, 0),
+        (("-v", "sync"), {}, 0),
+    ],
+)
+def test_log_format_json_makes_every_stderr_line_json(
+    cli: Cli, project: Path, args: tuple[str, ...], env: dict[str, str], code: int
+) -> None:
+    with_tiny_source(project)
+    result = cli("--log-format", "json", *args, env=env)
+    assert result.code == code, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines
+    docs = [json.loads(line) for line in lines]  # fails on the first plain line
+    assert all({"ts", "level", "message"} <= set(doc) for doc in docs)
+    if args[0] in ("run", "-v"):
+        outcome = docs[-1]
+        assert outcome["action"] == "run.outcome" and outcome["exit_code"] == code
+        assert outcome["status"] in outcome["message"]
+
+
+def test_a_skip_is_told_once(cli: Cli) -> None:
+    result = cli("run", "sleepy", env={"JOBCTL_SLEEPY_ENABLED": "0"})
+    assert result.code == 0
+    assert result.stderr.count("is disabled") == 1, result.stderr

@@ -214,3 +214,46 @@ def test_cli_concurrent_db_upgrades(cli: Any, empty_db_url: str) -> None:
     appliers = [err for _out, err in outs if "applied 0001" in err]
     assert len(appliers) == 1, outs
     assert _recorded(empty_db_url) == _expected()
+
+
+def test_upgrade_from_0002_flags_existing_runs_not_dry(
+    empty_db: Database, empty_db_url: str
+) -> None:
+    """A database released at 0002 with runs in it: 0003 adds ``dry_run``, false for them."""
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA jobctl")
+        conn.execute(
+            "CREATE TABLE jobctl.schema_migrations (version integer PRIMARY KEY,"
+            " name text NOT NULL, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for m in migrations():
+            if m.version <= 2:
+                conn.execute(m.sql.encode())
+                conn.execute(
+                    "INSERT INTO jobctl.schema_migrations (version, name, checksum)"
+                    " VALUES (%s, %s, %s)",
+                    (m.version, m.name, m.checksum),
+                )
+        conn.execute(
+            "INSERT INTO jobctl.runs (job, trigger, status, host, pid, jobctl_version)"
+            " VALUES ('sync', 'manual', 'completed', 'h', 1, 'old')"
+        )
+        has_column = "SELECT count(*) FROM information_schema.columns WHERE table_schema"
+        has_column += " = 'jobctl' AND table_name = 'runs' AND column_name = 'dry_run'"
+        assert conn.execute(has_column).fetchone() == (0,)
+
+    applied = upgrade(empty_db)
+    assert [(m.version, m.name) for m in applied] == [(3, "runs_dry_run")]
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT job, dry_run FROM jobctl.runs").fetchall() == [("sync", False)]
+        conn.execute(
+            "INSERT INTO jobctl.runs (job, trigger, status, host, pid, jobctl_version)"
+            " VALUES ('sync', 'manual', 'completed', 'h', 1, 'new')"
+        )
+        assert conn.execute(
+            "SELECT dry_run FROM jobctl.runs WHERE jobctl_version = 'new'"
+        ).fetchone() == (False,)
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            conn.execute("UPDATE jobctl.runs SET dry_run = NULL")
+    assert _recorded(empty_db_url) == _expected()

@@ -104,6 +104,7 @@ def test_families_are_not_vacuous(reflected: MetaData) -> None:
     assert family(runs.c.log_tail.type) == "array[text]"
     assert runs.c.job.nullable is False
     assert runs.c.partition.nullable is True
+    assert family(runs.c.dry_run.type) == "boolean" and runs.c.dry_run.nullable is False
 
 
 def test_ledger_columns_are_real_columns_without_internals() -> None:
@@ -138,6 +139,7 @@ def test_ledger_columns_are_real_columns_without_internals() -> None:
         "pid",
         "jobctl_version",
         "scheduled_for",
+        "dry_run",  # SPEC: a dry run is `completed`, flagged dry (shown by runs list / show)
     }
     assert spec <= set(tables.LEDGER_COLUMNS), spec - set(tables.LEDGER_COLUMNS)
 

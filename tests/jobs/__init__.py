@@ -1,8 +1,8 @@
 """Helpers shared by the ``jobctl sync`` tests (real PostgreSQL, real ``jobctl`` executable).
 
-Feeds come from the shared generator (``/work/shared/bench/gen_feed.py``): the same
-arguments give the same bytes, so each feed is generated once per test session and
-copied where a test needs it.
+Feeds come from the project's own generator (:mod:`tests.fixtures.feeds`): the same
+arguments give the same bytes, so each feed is generated once per test session (in
+process) and copied where a test needs it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import atexit
 import json
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,8 +23,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from tests.conftest import Cli
+from tests.fixtures import feeds
 
-GEN_FEED = Path("/work/shared/bench/gen_feed.py")
+GEN_FEED = Path(feeds.__file__)  # runs as a script too (standard library only)
 KEY = ("PERMIT_NUM", "REVISION_NUM")
 PERMITS_SOURCE = """
 [sources.permits]
@@ -35,7 +35,7 @@ table = "permits"
 """
 
 _cache_dir: Path | None = None
-_cache: dict[tuple[Any, ...], tuple[Path, dict[str, int]]] = {}
+_cache: dict[tuple[Any, ...], tuple[Path, feeds.FeedStats]] = {}
 
 
 def _dir() -> Path:
@@ -47,6 +47,7 @@ def _dir() -> Path:
 
 
 def gen_command(records: int, change_pct: float | None, fmt: str, out: Path) -> list[str]:
+    """The generator as a separate process (for a feed made in the background)."""
     nice = ["nice", "-n", "19"] if shutil.which("nice") else []  # yield to the tests' work
     cmd = [*nice, sys.executable, str(GEN_FEED), "--records", str(records), "--format", fmt]
     if change_pct is not None:
@@ -55,7 +56,7 @@ def gen_command(records: int, change_pct: float | None, fmt: str, out: Path) -> 
 
 
 def parse_gen_stats(stderr: str) -> dict[str, int]:
-    """``gen_feed: ... records_written=N base=B changed=X new=Y`` → the numbers."""
+    """``feeds: ... records_written=N base=B changed=X new=Y`` → the numbers."""
     found = dict(re.findall(r"(\w+)=(\d+)", stderr))
     return {k: int(found[k]) for k in ("records_written", "base", "changed", "new")}
 
@@ -73,16 +74,14 @@ def gen_feed(records: int, change_pct: float | None = None, fmt: str = "json") -
     key = (records, change_pct, fmt)
     if key not in _cache:
         out = _dir() / f"feed_{records}_{change_pct}.{fmt}"
-        proc = subprocess.run(
-            gen_command(records, change_pct, fmt, out), capture_output=True, text=True, check=True
-        )
-        _cache[key] = (out, parse_gen_stats(proc.stderr))
-    path, stats = _cache[key]
-    return Feed(path, stats["records_written"], stats["changed"], stats["new"])
+        _cache[key] = (out, feeds.generate(out, records, change_pct=change_pct, fmt=fmt))
+    path, made = _cache[key]
+    return Feed(path, made.written, made.changed, made.new)
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:
-    return json.loads(path.read_bytes())
+    records: list[dict[str, Any]] = json.loads(path.read_bytes())
+    return records
 
 
 def write_json(path: Path, records: list[Any]) -> Path:
@@ -109,7 +108,8 @@ def configure(project: Path, body: str) -> None:
 def runs(cli: Cli, *args: str) -> list[dict[str, Any]]:
     result = cli("runs", "list", "--json", "--limit", "0", *args)
     assert result.code == 0, result.stderr
-    return json.loads(result.stdout)
+    listed: list[dict[str, Any]] = json.loads(result.stdout)
+    return listed
 
 
 def last_run(cli: Cli) -> dict[str, Any]:
@@ -152,7 +152,8 @@ def expect(
 
 
 def source_stats(run: dict[str, Any], name: str = "permits") -> dict[str, Any]:
-    return run["stats"]["sources"][name]
+    stats: dict[str, Any] = run["stats"]["sources"][name]
+    return stats
 
 
 def sync(cli: Cli, *args: str, code: int | None = 0) -> Any:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import signal
 import time
-from datetime import date, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,8 +16,14 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from jobctl.app import App
+from jobctl.config import Settings, load_settings
+from jobctl.errors import UsageError
+from jobctl.jobs import backfill
+from jobctl.runner import RunOptions
 from tests.conftest import Cli
 from tests.fixtures.example import append_config, drop_table, example_project, set_key
+from tests.jobs import wait_until
 
 ZONE = ZoneInfo("America/Toronto")  # the example's time zone
 
@@ -79,13 +86,7 @@ def gap_dates(cli: Cli) -> list[str]:
 
 
 def wait_for(predicate: Any, timeout: float = 20, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(predicate, timeout, what)
 
 
 def running_child(psql: psycopg.Connection[Any], job: str = "snapshot") -> dict[str, Any] | None:
@@ -243,6 +244,7 @@ def test_sync_backfill_of_a_full_snapshot_feed_is_refused(
     [
         ("reversed", "is after --to"),
         ("future", "is in the future"),
+        ("in_progress", "has not ended in America/Toronto"),
         ("too_long", "over the maximum of 10"),
         ("unknown_job", "--job 'cleanup'"),
         ("bad_date", "2026-13-01"),
@@ -258,6 +260,7 @@ def test_guard_rails_exit_2_one_line_no_run(
     args = {
         "reversed": ["--from", ago[3], "--to", ago[5]],
         "future": ["--from", ago[3], "--to", str(d + timedelta(days=1))],
+        "in_progress": ["--from", ago[3], "--to", str(d)],  # today in the example's zone
         "too_long": ["--from", ago[11], "--to", ago[1], "--job", "snapshot"],
         "unknown_job": ["--from", ago[3], "--to", ago[1], "--job", "cleanup"],
         "bad_date": ["--from", "2026-13-01", "--to", ago[1]],
@@ -268,6 +271,10 @@ def test_guard_rails_exit_2_one_line_no_run(
     result = cli("backfill", *args)
     assert result.code == 2, (result.stdout, result.stderr)
     assert needle in result.stderr
+    if case == "in_progress":
+        assert f"--to {d} has not ended" in result.stderr
+        assert f"it ends at {d + timedelta(days=1)} 00:00" in result.stderr
+        assert "--force" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert all_runs(psql) == []
 
@@ -451,3 +458,144 @@ def test_missing_fills_gaps_of_a_job_with_misfire_grace(
         (str(d - timedelta(days=3)), "completed"),
         (str(d - timedelta(days=2)), "completed"),
     ], [r["error_message"] for r in kids]
+
+
+def test_dry_runs_do_not_count_as_done(
+    cli: Cli, example: Path, psql: psycopg.Connection[Any]
+) -> None:
+    """SPEC: a --dry-run run is completed, flagged dry, and covers no date: backfill
+    and gaps ignore it."""
+    day = str(today() - timedelta(days=2))
+    assert cli("sync", "--source", "permits").code == 0
+    # Another date for real, so the page views table exists for the dry snapshot.
+    other = cli("sync", "--source", "pageviews", "--date", str(today() - timedelta(days=3)))
+    assert other.code == 0, other.stderr
+    dry_sync = cli("sync", "--dry-run", "--source", "pageviews", "--date", day)
+    assert dry_sync.code == 0, dry_sync.stderr
+    dry_snapshot = cli("snapshot", "--dry-run", "--date", day)
+    assert dry_snapshot.code == 0, dry_snapshot.stderr
+    dry = [r for r in all_runs(psql) if r["partition"] == day]
+    assert [(r["job"], r["status"], r["dry_run"]) for r in dry] == [
+        ("sync", "completed", True),
+        ("snapshot", "completed", True),
+    ]
+    listed = cli("runs", "list", "--json")
+    assert listed.code == 0, listed.stderr
+    flags = {r["id"]: r["dry_run"] for r in json.loads(listed.stdout)}
+    assert {r["id"]: True for r in dry}.items() <= flags.items()
+    assert day in gap_dates(cli)  # a dry snapshot does not fill the slot of its date
+
+    result = cli("backfill", "--from", day, "--to", day, "--job", "sync", "--job", "snapshot")
+    assert result.code == 0, (result.stdout, result.stderr)
+    kids = children_of(cli, last_parent(psql)["id"])
+    assert [(c["job"], c["status"], c["dry_run"]) for c in kids] == [
+        ("sync", "completed", False),
+        ("snapshot", "completed", False),
+    ], [c["error_message"] for c in kids]
+    assert psql.execute(
+        "SELECT count(*) FROM pageviews WHERE partition_date = %s", (day,)
+    ).fetchone() == (10,)
+    assert day not in gap_dates(cli)
+    # Now the date is done: the next backfill skips it.
+    again = cli("backfill", "--from", day, "--to", day, "--job", "snapshot")
+    assert again.code == 0, again.stderr
+    assert [c["status"] for c in children_of(cli, last_parent(psql)["id"])] == ["skipped"]
+
+
+def test_force_takes_a_date_that_has_not_ended(
+    cli: Cli, slow: Path, psql: psycopg.Connection[Any]
+) -> None:
+    (slow / "jobctl.toml").write_text(SLOW_SET.format(seconds=0))
+    d = today()
+    refused = cli("backfill", "--from", str(d - timedelta(days=1)), "--to", str(d))
+    assert refused.code == 2 and "has not ended" in refused.stderr, refused.stderr
+    assert all_runs(psql) == []
+    forced = cli("backfill", "--from", str(d - timedelta(days=1)), "--to", str(d), "--force")
+    assert forced.code == 0, (forced.stdout, forced.stderr)
+    kids = children_of(cli, last_parent(psql)["id"])
+    assert [(c["partition"], c["status"]) for c in kids] == [
+        (str(d - timedelta(days=1)), "completed"),
+        (str(d), "completed"),
+    ]
+
+
+# 19:52 in Toronto on 2026-11-10 (EST) is 00:52 UTC on 2026-11-11: on a UTC host,
+# `date -d yesterday +%F` says 2026-11-10 — a day still in progress in Toronto.
+EVENING = datetime(2026, 11, 11, 0, 52, tzinfo=UTC)
+
+
+@pytest.fixture
+def example_settings(tmp_path: Path, db_url: str) -> Callable[..., Settings]:
+    """The example's settings (optionally with more config), read like the CLI reads them."""
+    example_project(tmp_path, date(2026, 10, 15))
+
+    def make(extra: str = "") -> Settings:
+        if extra:
+            append_config(tmp_path, extra)
+        environ = {"DATABASE_URL": db_url, "HOME": str(tmp_path)}
+        return load_settings(config_path=tmp_path / "jobctl.toml", environ=environ)
+
+    return make
+
+
+def test_a_day_is_over_only_when_it_has_ended_in_the_jobs_zone(
+    example_settings: Callable[..., Settings],
+) -> None:
+    settings = example_settings()
+    with pytest.raises(UsageError) as refused:
+        backfill.plan(settings, start="2026-11-08", end="2026-11-10", now=EVENING)
+    message = str(refused.value)
+    assert message.startswith("--to 2026-11-10 has not ended in America/Toronto")
+    assert "it ends at 2026-11-11 00:00 EST, in 4h08m" in message
+    assert "--force" in message and "\n" not in message
+    with pytest.raises(UsageError, match="--to 2026-11-11 is in the future"):
+        backfill.plan(settings, start="2026-11-08", end="2026-11-11", now=EVENING)
+    with pytest.raises(UsageError, match="is in the future"):
+        backfill.plan(settings, start="2026-11-08", end="2026-11-11", now=EVENING, force=True)
+    done = backfill.plan(settings, start="2026-11-08", end="2026-11-09", now=EVENING)
+    assert (done.start, done.end) == (date(2026, 11, 8), date(2026, 11, 9))
+    forced = backfill.plan(settings, start="2026-11-08", end="2026-11-10", now=EVENING, force=True)
+    assert forced.end == date(2026, 11, 10) and forced.now == EVENING
+    # Once Toronto's day is over (05:00 UTC), it is taken.
+    after = EVENING.replace(hour=5, minute=0)
+    assert backfill.plan(settings, start="2026-11-10", end="2026-11-10", now=after).end == date(
+        2026, 11, 10
+    )
+
+
+def test_the_zone_where_the_day_ends_last_decides(
+    example_settings: Callable[..., Settings],
+) -> None:
+    """A snapshot set in Honolulu: 06:00 UTC is 01:00 in Toronto but 20:00 the day before there."""
+    settings = example_settings(
+        '[snapshots.hawaii]\ntable = "snap_hawaii"\nkey = ["k"]\nperiods = ["day"]\n'
+        'timezone = "Pacific/Honolulu"\n'
+        "query = \"SELECT 'x' AS k, 1 AS n WHERE :period_start < :period_end\"\n"
+    )
+    now = datetime(2026, 11, 11, 6, 0, tzinfo=UTC)
+    with pytest.raises(UsageError) as refused:
+        backfill.plan(settings, start="2026-11-09", end="2026-11-10", jobs=["snapshot"], now=now)
+    assert "--to 2026-11-10 has not ended in Pacific/Honolulu" in str(refused.value)
+    assert "it ends at 2026-11-11 00:00 HST, in 4h00m" in str(refused.value)
+    # sync reads only the page views export (Toronto): its day is over.
+    synced = backfill.plan(settings, start="2026-11-09", end="2026-11-10", jobs=["sync"], now=now)
+    assert synced.jobs == ("sync",) and synced.end == date(2026, 11, 10)
+
+
+def test_app_backfill_refuses_a_day_in_progress_before_any_run(
+    example_settings: Callable[..., Settings], psql: psycopg.Connection[Any]
+) -> None:
+    app = App(example_settings())
+    try:
+        with pytest.raises(UsageError, match="has not ended in America/Toronto"):
+            app.backfill(
+                RunOptions(now=EVENING),
+                start="2026-11-09",
+                end="2026-11-10",
+                jobs=["snapshot"],
+                missing=False,
+                continue_on_error=False,
+            )
+    finally:
+        app.close()
+    assert all_runs(psql) == []

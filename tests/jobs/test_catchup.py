@@ -182,6 +182,22 @@ def test_none_with_misfire_grace_skips_a_tick_that_is_too_late(
     assert [s for _, s in served(psql)] == [slot(0), slot(5)]
 
 
+def test_all_reruns_a_slot_that_only_a_dry_run_served(
+    make_app: Callable[[str], App], psql: psycopg.Connection[Any]
+) -> None:
+    app = make_app('[jobs.daily]\nschedule = "0 6 * * *"\ncatchup = "all"\ncatchup_window = "3d"\n')
+    seed(app, "daily", slot(-1), slot(0))
+    dry = app.run("daily", RunOptions(trigger="backfill", scheduled_for=slot(1), dry_run=True))
+    assert dry.status == "completed"
+    assert runs(psql, id=dry.run_id)[0]["dry_run"] is True
+    outcome = tick(app, "daily", slot(2) + timedelta(seconds=20))
+    assert outcome.status == "completed", outcome.message
+    children = runs(psql, parent_id=outcome.run_id)
+    assert [(c["scheduled_for"], c["status"], c["dry_run"]) for c in children] == [
+        (slot(1), "completed", False)
+    ]
+
+
 @pytest.fixture
 def example_app(tmp_path: Path, db_url: str) -> Iterator[App]:
     example_project(tmp_path, date(2026, 10, 15))

@@ -171,6 +171,40 @@ def test_a_completed_run_for_the_partition_covers_the_slot(
     assert left == [date(2026, 11, d) for d in (5, 6, 8, 9)]
 
 
+def test_a_dry_run_covers_neither_its_slot_nor_its_date(
+    make_app: Callable[[str], App], project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    """SPEC: a --dry-run run is recorded completed, flagged dry, and never covers anything."""
+    (project / "jobctl.toml").write_text('timezone = "America/Toronto"\njobs_module = "myjobs"\n')
+    app = make_app(SNAPSHOT + "\n" + WEEKDAYS_0600)
+    now = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
+    before = [g.served_date for g in app.gaps("snapshot", timedelta(days=5), now=now)]
+    assert date(2026, 11, 7) in before
+
+    dry = app.snapshot(RunOptions(dry_run=True), sets=["one"], on_date="2026-11-07", periods=[])
+    assert dry.status == "completed" and dry.partition == "2026-11-07"
+    row = psql.execute(
+        "SELECT status, dry_run FROM jobctl.runs WHERE id = %s", (dry.run_id,)
+    ).fetchone()
+    assert row == ("completed", True)
+    assert [g.served_date for g in app.gaps("snapshot", timedelta(days=5), now=now)] == before
+
+    # A dry tick neither fills its slot nor makes the same slot "already done".
+    slot = datetime(2026, 11, 9, 11, 0, tzinfo=UTC)  # Monday 06:00 Toronto
+    tick = app.run("writer", RunOptions(trigger="timer", now=slot, dry_run=True))
+    assert tick.status == "completed" and tick.scheduled_for == slot
+    assert slot in [g.scheduled_for for g in app.gaps("writer", timedelta(days=5), now=now)]
+    overview = {j.name: j for j in app.jobs_overview(now)}
+    assert overview["writer"].last_status == "completed"
+    assert overview["writer"].last_success is None, "a dry run is not a success of the job"
+    real = app.run("writer", RunOptions(trigger="timer", now=slot + timedelta(seconds=30)))
+    assert real.status == "completed", real.message  # not 'skipped: slot already done'
+    assert slot not in [g.scheduled_for for g in app.gaps("writer", timedelta(days=5), now=now)]
+    assert {j.name: j for j in app.jobs_overview(now)}["writer"].last_success is not None
+    again = app.run("writer", RunOptions(trigger="timer", now=slot + timedelta(seconds=50)))
+    assert again.status == "skipped" and f"run {real.run_id} completed" in again.message
+
+
 def test_cli_json_and_errors(cli: Cli, project: Path) -> None:
     path = project / "jobctl.toml"
     path.write_text(path.read_text() + "\n" + WEEKDAYS_0600)

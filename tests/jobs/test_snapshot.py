@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,8 @@ from psycopg.rows import dict_row
 
 from jobctl.app import App
 from jobctl.config import load_settings
+from jobctl.errors import UsageError
+from jobctl.jobs.snapshot import served_date
 from jobctl.runner import RunOptions, RunOutcome
 from tests.conftest import Cli
 from tests.fixtures.example import append_config, example_project, set_key
@@ -476,3 +478,105 @@ def test_a_failing_set_writes_no_period_of_any_set(
     assert "one transaction" in run["stats"]["rolled_back"]
     after = psql.execute("SELECT kind, n, computed_at FROM snap_good ORDER BY 1").fetchall()
     assert after == before
+
+
+def test_a_dry_run_sync_does_not_satisfy_requires_sync(
+    example: Path, make_app: Callable[[], App], psql: psycopg.Connection[Any]
+) -> None:
+    set_key(example, "snapshots.pageviews_daily", "requires_sync = true")
+    app = make_app()
+    sync(app, (DAY - timedelta(days=1)).isoformat())  # the page views table exists
+    dry = app.sync(
+        RunOptions(dry_run=True), sources=[], on_date=DAY.isoformat(), file=None, url=None
+    )
+    assert dry.status == "completed" and dry.partition == DAY.isoformat()
+    refused = app.snapshot(RunOptions(), sets=[], on_date=DAY.isoformat(), periods=[])
+    assert refused.status == "failed"
+    assert f"needs a completed sync for {DAY}" in refused.message
+    sync(app, DAY.isoformat())
+    snapshot(app, DAY.isoformat())
+
+
+# 19:52 on 2026-11-10 in Toronto, 00:52 UTC on 2026-11-11.
+EVENING = datetime(2026, 11, 11, 0, 52, tzinfo=UTC)
+
+
+def test_date_not_ended_in_the_sets_zone_is_refused_unless_forced(
+    make_app: Callable[[], App], psql: psycopg.Connection[Any]
+) -> None:
+    app = make_app()
+    with pytest.raises(UsageError) as refused:
+        app.snapshot(RunOptions(now=EVENING), sets=[], on_date="2026-11-10", periods=[])
+    assert str(refused.value) == (
+        "--date 2026-11-10 has not ended in America/Toronto: it ends at 2026-11-11 00:00 EST, "
+        "in 4h08m; a run for it would record a partial day as done (--force takes it anyway)"
+    )
+    with pytest.raises(UsageError, match="--date 2026-11-11 is in the future"):
+        app.snapshot(RunOptions(now=EVENING, force=True), sets=[], on_date="2026-11-11", periods=[])
+    assert psql.execute("SELECT count(*) FROM jobctl.runs").fetchone() == (0,)
+    sync(app, None, "permits")
+    forced = app.snapshot(
+        RunOptions(now=EVENING, force=True),
+        sets=["permits_by_ward"],
+        on_date="2026-11-10",
+        periods=[],
+    )
+    assert forced.status == "completed" and forced.partition == "2026-11-10"
+    ended = app.snapshot(
+        RunOptions(now=EVENING), sets=["permits_by_ward"], on_date="2026-11-09", periods=[]
+    )
+    assert ended.status == "completed" and ended.partition == "2026-11-09"
+
+
+HAWAII = """
+[snapshots.hawaii]
+table = "snap_hawaii"
+key = ["k"]
+periods = ["day"]
+timezone = "Pacific/Honolulu"
+query = "SELECT 'x' AS k, 1 AS n WHERE :period_start < :period_end"
+"""
+
+
+def test_default_date_has_ended_in_every_sets_zone(
+    example: Path, make_app: Callable[[], App], psql: psycopg.Connection[Any]
+) -> None:
+    """03:00 in Toronto is 21:00 the evening before in Honolulu: "yesterday" in Toronto
+    is still in progress there, so a run without --date takes the day before."""
+    toronto = ZoneInfo("America/Toronto")
+    slot = datetime(2026, 10, 10, 3, 0, tzinfo=toronto)
+    app = make_app()
+    assert served_date(app.settings, slot) == date(2026, 10, 9)  # yesterday in Toronto
+    append_config(example, HAWAII)
+    app = make_app()
+    assert served_date(app.settings, slot) == date(2026, 10, 8)
+    sync(app, None, "permits")
+    sync(app, "2026-10-08", "pageviews")
+    outcome = app.run("snapshot", RunOptions(trigger="backfill", scheduled_for=slot))
+    assert outcome.status == "completed", outcome.message
+    assert outcome.partition == "2026-10-08"
+    assert psql.execute("SELECT period_start FROM snap_hawaii").fetchall() == [(date(2026, 10, 8),)]
+    # --date is judged in the zones of the sets chosen.
+    with pytest.raises(UsageError, match="2026-10-09 has not ended in Pacific/Honolulu"):
+        app.snapshot(RunOptions(now=slot), sets=["hawaii"], on_date="2026-10-09", periods=[])
+    ours = app.snapshot(
+        RunOptions(now=slot), sets=["permits_by_ward"], on_date="2026-10-09", periods=[]
+    )
+    assert ours.status == "completed", ours.message
+
+
+def test_cli_refuses_today_in_the_configured_zone(
+    cli: Cli, example: Path, psql: psycopg.Connection[Any]
+) -> None:
+    today = datetime.now(ZoneInfo("America/Toronto")).date()
+    result = cli("snapshot", "--date", str(today))
+    assert result.code == 2, (result.stdout, result.stderr)
+    assert f"--date {today} has not ended in America/Toronto" in result.stderr
+    assert f"it ends at {today + timedelta(days=1)} 00:00" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    future = cli("snapshot", "--date", str(today + timedelta(days=1)), "--force")
+    assert future.code == 2 and "is in the future" in future.stderr, future.stderr
+    assert psql.execute("SELECT count(*) FROM jobctl.runs").fetchone() == (0,)
+    ok(cli, "sync", "--source", "permits")
+    ok(cli, "snapshot", "--date", str(today), "--set", "permits_by_ward", "--force")
+    assert last_run(psql)["partition"] == str(today)

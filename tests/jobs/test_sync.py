@@ -156,11 +156,13 @@ def test_removed_records_and_their_return(
     assert "no usable records" in latest(psql)["error_message"]
     assert checksum(psql) == before
 
-    # they come back: removed_at cleared, counted as updated
+    # they come back: removed_at cleared, counted as restored (records_updated stays
+    # "active rows whose data changed")
     write_json(feed, records)
     sync(cli)
     run = last_run(cli)
-    assert counts(run) == expect(N, updated=10, unchanged=N - 10)
+    assert counts(run) == expect(N, unchanged=N - 10)
+    assert source_stats(run)["restored"] == 10 and source_stats(run)["updated"] == 0
     assert psql.execute("SELECT count(*) FROM permits WHERE removed_at IS NOT NULL").fetchone() == (
         0,
     )

@@ -103,6 +103,72 @@ def _future() -> str:
             id="bad-table",
         ),
         pytest.param("", (), ("no sources",), id="no-sources"),
+        pytest.param(
+            PERMITS_SOURCE + "max_removed_ratio = 1.5\n",
+            (),
+            ("sources.permits.max_removed_ratio", "1.5", "between 0 and 1"),
+            id="removed-ratio-range",
+        ),
+        pytest.param(
+            PERMITS_SOURCE + 'max_removed_ratio = "half"\n',
+            (),
+            ("sources.permits.max_removed_ratio", "'half'"),
+            id="removed-ratio-type",
+        ),
+        pytest.param(
+            PERMITS_SOURCE + 'exclude = "_id"\n',
+            (),
+            ("sources.permits.exclude", "'_id'", "list"),
+            id="exclude-not-a-list",
+        ),
+        pytest.param(
+            PERMITS_SOURCE + 'fields = { a = "A" }\nexclude = ["_id"]\n',
+            (),
+            ("sources.permits.exclude", "not both"),
+            id="exclude-and-fields",
+        ),
+        pytest.param(
+            PERMITS_SOURCE + 'exclude = ["PERMIT_NUM"]\n',
+            (),
+            ("sources.permits.exclude", "'PERMIT_NUM' is a key field"),
+            id="exclude-key",
+        ),
+        pytest.param(
+            PERMITS_SOURCE + 'error_when = "error"\n',
+            (),
+            ("sources.permits.error_when", "'error'", "field = value"),
+            id="error-when-type",
+        ),
+        pytest.param(
+            PERMITS_SOURCE + 'error_when = { result = ["a"] }\n',
+            (),
+            ("sources.permits.error_when", "['a']", "field = value"),
+            id="error-when-value",
+        ),
+        pytest.param(
+            PERMITS_SOURCE + 'format = "csv"\nerror_when = { result = "error" }\n',
+            (),
+            ("sources.permits.error_when", "json or json-object", "'csv'"),
+            id="error-when-format",
+        ),
+        pytest.param(
+            PERMITS_SOURCE + 'error_when = { result = "error" }\nerror_message = 3\n',
+            (),
+            ("sources.permits.error_message", "3"),
+            id="error-message-type",
+        ),
+        pytest.param(
+            PERMITS_SOURCE + 'error_message = "message"\n',
+            (),
+            ("sources.permits.error_message", "error_when"),
+            id="error-message-alone",
+        ),
+        pytest.param(
+            PERMITS_SOURCE + 'error_when = { result = "error" }\nretry_on_error_body = "yes"\n',
+            (),
+            ("sources.permits.retry_on_error_body", "'yes'", "true or false"),
+            id="retry-on-error-body-type",
+        ),
     ],
 )
 def test_bad_input_is_exit_2_one_line_and_writes_nothing(

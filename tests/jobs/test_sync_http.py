@@ -111,7 +111,7 @@ def test_retries_on_503_then_succeeds(
     run = latest(psql)
     assert run["status"] == "completed" and counts(run) == expect(N, new=N)
     info = source_stats(run)
-    assert info["attempts"] == 3 and info["http_status"] == 200
+    assert info["requests"] == 3 and info["http_status"] == 200
     assert "503" in result.stderr and "retrying" in result.stderr
     assert any("503" in line for line in run["log_tail"])
 
@@ -126,7 +126,7 @@ def test_503_until_retries_run_out_fails_and_changes_nothing(
     assert len(srv.requests_for("/permits.json")) == 3
     run = latest(psql)
     assert run["status"] == "failed"
-    assert "503" in run["error_message"] and "3 attempts" in run["error_message"]
+    assert "503" in run["error_message"] and "3 requests" in run["error_message"]
     assert psql.execute("SELECT to_regclass('permits')").fetchone() == (None,)
 
 

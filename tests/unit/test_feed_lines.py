@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from jobctl.db.copytext import copy_head, copy_line
 from jobctl.sources.records import canonical_bytes, canonical_hash
 
@@ -21,3 +23,12 @@ def test_keys_and_data_are_escaped_for_copy_text() -> None:
     assert fields[1:4] == [b"tab\\there", b"new\\nline", b"back\\\\x"]
     assert fields[5] == data.replace(b"\\", b"\\\\")
     assert line.count(b"\n") == 1
+
+
+def test_exact_numbers_reach_copy_text_as_written() -> None:
+    record = {"n": 2**70, "d": Decimal("12345678901234567.89"), "f": 0.5}
+    data = canonical_bytes(record)
+    assert data == b'{"d":12345678901234567.89,"f":0.5,"n":1180591620717411303424}'
+    line = copy_line("", ("k",), data)
+    assert line.rstrip(b"\n").split(b"\t")[2] == data
+    assert copy_head("", ("k",), data) == b"k\t\\\\x" + canonical_hash(record).hex().encode()

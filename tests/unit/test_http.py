@@ -5,7 +5,7 @@ import hashlib
 import logging
 import socket
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -15,7 +15,13 @@ import pytest
 from tests.fixtures.httpserver import HTTPTestServer, Step, http_server
 
 from jobctl.errors import DocumentError, SourceError, UsageError
-from jobctl.sources.http import DownloadResult, _parse_retry_after, download, fetch_json
+from jobctl.sources.http import (
+    DownloadResult,
+    FetchFailed,
+    _parse_retry_after,
+    download,
+    fetch_json,
+)
 from jobctl.sources.parse import iter_records, open_source
 
 TOKEN = "tok_SuperSecret_123456"
@@ -40,10 +46,6 @@ class SleepRecorder:
 @pytest.fixture
 def sleeps() -> SleepRecorder:
     return SleepRecorder()
-
-
-def mock_client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.Client:
-    return httpx.Client(transport=httpx.MockTransport(handler), follow_redirects=False)
 
 
 def all_texts(exc: BaseException) -> str:
@@ -133,14 +135,16 @@ def test_404_is_not_retried(srv: HTTPTestServer, tmp_path: Path, sleeps: SleepRe
     assert not (tmp_path / "f.json").exists()
 
 
-def test_retries_exhausted_is_transient(
+def test_retries_exhausted_is_not_retried_again_by_the_runner(
     srv: HTTPTestServer, tmp_path: Path, sleeps: SleepRecorder
 ) -> None:
     srv.serve("/down", BODY, statuses=[503] * 10)
     with pytest.raises(SourceError) as info:
         download(srv.url("/down"), tmp_path / "f", retries=2, sleep=sleeps)
-    assert info.value.transient is True
-    assert "failed after 3 attempts: HTTP 503 Service Unavailable" in str(info.value)
+    # one retry budget: retried here, so not transient for the runner
+    assert info.value.transient is False
+    assert isinstance(info.value, FetchFailed) and info.value.requests == 3
+    assert "failed after 3 requests: HTTP 503 Service Unavailable" in str(info.value)
     assert len(srv.requests_for("/down")) == 3
     assert len(sleeps.calls) == 2
 
@@ -193,8 +197,8 @@ def test_truncated_body_retried_then_fails(
     srv.serve("/cut", BODY, truncate_at=100)
     with pytest.raises(SourceError) as info:
         download(srv.url("/cut"), tmp_path / "f", retries=2, sleep=sleeps)
-    assert info.value.transient is True
-    assert "after 3 attempts: incomplete" in str(info.value)
+    assert info.value.transient is False  # retried here: not again by the runner
+    assert "after 3 requests: incomplete" in str(info.value)
     assert len(srv.requests_for("/cut")) == 3
     assert not (tmp_path / "f").exists()
     assert not (tmp_path / "f.part").exists()
@@ -252,96 +256,109 @@ def _closed_port() -> int:
     return port
 
 
-# --------------------------------------------------------------------------- MockTransport
+# --------------------------------------------------------------------------- failures
+# All real, no httpx.MockTransport: a refused connection is a closed local port, a silent
+# server the fixture's delay, a body shorter than its Content-Length a chunked response
+# that announces more (what a broken proxy sends).
 
 
-def test_mock_network_error_retried_and_named(tmp_path: Path, sleeps: SleepRecorder) -> None:
-    calls: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(request)
-        raise httpx.ConnectError("connection refused", request=request)
-
+def test_connection_refused_retried_and_named(tmp_path: Path, sleeps: SleepRecorder) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/x.json"
     with pytest.raises(SourceError) as info:
-        download(
-            "https://feed.example/x.json",
-            tmp_path / "f",
-            client=mock_client(handler),
-            retries=3,
-            sleep=sleeps,
-        )
-    assert len(calls) == 4
-    assert info.value.transient is True
-    assert str(info.value) == (
-        "GET https://feed.example/x.json failed after 4 attempts: ConnectError: connection refused"
-    )
+        download(url, tmp_path / "f", retries=3, sleep=sleeps)
+    assert len(sleeps.calls) == 3  # 4 requests, a wait between each two
+    # retried here already: the runner must not repeat them (one retry budget)
+    assert info.value.transient is False
+    assert isinstance(info.value, FetchFailed) and info.value.requests == 4
+    message = str(info.value)
+    assert message.startswith(f"GET {url} failed after 4 requests: ConnectError: "), message
+    assert "refused" in message.lower()
     chain: list[BaseException] = []
     cause: BaseException | None = info.value
     while cause is not None:
         chain.append(cause)
         cause = cause.__cause__
     assert any(isinstance(c, httpx.ConnectError) for c in chain)  # raise ... from exc
+    assert not (tmp_path / "f").exists()
 
 
-def test_mock_timeout_then_success(tmp_path: Path, sleeps: SleepRecorder) -> None:
-    answers: list[Exception | httpx.Response] = [
-        httpx.ReadTimeout("slow"),
-        httpx.Response(200, content=b"[]"),
-    ]
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        answer = answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    res = download("https://h/x", tmp_path / "f", client=mock_client(handler), sleep=sleeps)
+def test_read_timeout_retried_then_success(
+    srv: HTTPTestServer, tmp_path: Path, sleeps: SleepRecorder
+) -> None:
+    # the timeout leaves a loaded machine time to answer the fast request
+    srv.serve("/slow-once", b"[]", statuses=[Step(200, delay=5.0)])
+    res = download(srv.url("/slow-once"), tmp_path / "f", timeout=1.0, sleep=sleeps)
     assert res.attempts == 2 and (tmp_path / "f").read_bytes() == b"[]"
+    assert len(srv.requests_for("/slow-once")) == 2 and len(sleeps.calls) == 1
+
+    srv.serve("/slow", b"[]", delay=5.0)
+    with pytest.raises(SourceError) as info:
+        download(srv.url("/slow"), tmp_path / "g", timeout=1.0, retries=0, sleep=sleeps)
+    assert info.value.transient is True
+    assert str(info.value).endswith("failed after 1 request: timed out (ReadTimeout)")
 
 
-def test_mock_content_length_mismatch_is_retried(tmp_path: Path, sleeps: SleepRecorder) -> None:
-    count = 0
+def test_chunked_body_without_content_length(srv: HTTPTestServer, tmp_path: Path) -> None:
+    srv.serve("/stream", BODY, chunked=True)
+    res = download(srv.url("/stream"), tmp_path / "f")
+    assert (tmp_path / "f").read_bytes() == BODY and res.bytes == len(BODY)
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal count
-        count += 1
-        return httpx.Response(200, headers={"Content-Length": "100"}, content=b"abc")
 
+def test_chunked_body_cut_short_is_retried(
+    srv: HTTPTestServer, tmp_path: Path, sleeps: SleepRecorder
+) -> None:
+    srv.serve("/stream", BODY, chunked=True, statuses=[Step(200, truncate_at=100)])
+    res = download(srv.url("/stream"), tmp_path / "f", sleep=sleeps)
+    assert res.attempts == 2 and (tmp_path / "f").read_bytes() == BODY
+
+
+def test_body_shorter_than_its_content_length_is_retried(
+    srv: HTTPTestServer, tmp_path: Path, sleeps: SleepRecorder
+) -> None:
+    # a broken proxy: a complete chunked body of 3 bytes that announces 100; the
+    # connection itself ends cleanly, only the header says the body is short
+    srv.serve("/x", b"abc", chunked=True, headers={"Content-Length": "100"})
     with pytest.raises(SourceError, match="incomplete body: received 3 of 100 bytes"):
-        download(
-            "https://h/x", tmp_path / "f", client=mock_client(handler), retries=1, sleep=sleeps
-        )
-    assert count == 2
+        download(srv.url("/x"), tmp_path / "f", retries=1, sleep=sleeps)
+    assert len(srv.requests_for("/x")) == 2
+    assert not (tmp_path / "f").exists() and not (tmp_path / "f.part").exists()
 
 
-def test_mock_redirect_not_followed_is_permanent(tmp_path: Path, sleeps: SleepRecorder) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(302, headers={"Location": "https://other/y?sig=zzzzzz"})
-
-    with pytest.raises(SourceError, match=r"redirect to https://other/y\?sig=\*\*\* not followed"):
-        download("https://h/x", tmp_path / "f", client=mock_client(handler), sleep=sleeps)
+def test_redirect_the_client_cannot_follow_is_permanent(
+    srv: HTTPTestServer, tmp_path: Path, sleeps: SleepRecorder
+) -> None:
+    # 300 is not a redirect httpx follows, nor is a 302 without a Location
+    srv.serve("/choices", b"", statuses=[Step(300, headers={"Location": "https://o/y?sig=zzzzzz"})])
+    with pytest.raises(SourceError) as info:
+        download(srv.url("/choices"), tmp_path / "f", sleep=sleeps)
+    assert info.value.transient is False
+    assert str(info.value) == (
+        f"HTTP 300 Multiple Choices from {srv.url('/choices')}: "
+        "redirect to https://o/y?sig=*** not followed"
+    )
+    srv.serve("/nowhere", b"", statuses=[302])
+    with pytest.raises(SourceError, match=r"HTTP 302 Found .*: redirect to \? not followed"):
+        download(srv.url("/nowhere"), tmp_path / "f", sleep=sleeps)
     assert sleeps.calls == []
+    assert len(srv.requests_for("/choices")) == 1 and len(srv.requests_for("/nowhere")) == 1
 
 
-def test_mock_sends_conditional_headers(tmp_path: Path) -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(304, headers={"ETag": '"e2"', "Content-Length": "1234"})
-
+def test_sends_conditional_headers(srv: HTTPTestServer, tmp_path: Path) -> None:
+    # a 304 with new validators, repeating the representation's length without a body
+    srv.serve("/x", BODY, statuses=[Step(304, headers={"ETag": '"e2"', "Content-Length": "1234"})])
     res = download(
-        "https://h/x",
+        srv.url("/x"),
         tmp_path / "f",
         etag='"e1"',
         last_modified="Mon, 01 Jan 2024 00:00:00 GMT",
         headers={"X-Extra": "1"},
-        client=mock_client(handler),
     )
-    assert seen[0].headers["If-None-Match"] == '"e1"'
-    assert seen[0].headers["If-Modified-Since"] == "Mon, 01 Jan 2024 00:00:00 GMT"
-    assert seen[0].headers["X-Extra"] == "1"
-    assert res.not_modified and res.etag == '"e2"'
+    (seen,) = srv.requests_for("/x")
+    assert seen.headers["if-none-match"] == '"e1"'
+    assert seen.headers["if-modified-since"] == "Mon, 01 Jan 2024 00:00:00 GMT"
+    assert seen.headers["x-extra"] == "1"
+    assert res.not_modified and res.etag == '"e2"' and res.attempts == 1
+    assert not (tmp_path / "f").exists()
 
 
 def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
@@ -358,33 +375,26 @@ def test_unsupported_scheme_is_permanent(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- fetch_json
 
 
-def test_fetch_json_retries_then_parses(sleeps: SleepRecorder) -> None:
-    answers = [httpx.Response(500), httpx.Response(200, json={"nb_visits": 3})]
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return answers.pop(0)
-
-    assert fetch_json(
-        "https://m/index.php?token_auth=x", client=mock_client(handler), sleep=sleeps
-    ) == {"nb_visits": 3}
-    assert len(sleeps.calls) == 1
+def test_fetch_json_retries_then_parses(srv: HTTPTestServer, sleeps: SleepRecorder) -> None:
+    srv.serve("/index.php", b'{"nb_visits": 3}', content_type="application/json", statuses=[500])
+    assert fetch_json(srv.url("/index.php?token_auth=x"), sleep=sleeps) == {"nb_visits": 3}
+    assert len(sleeps.calls) == 1 and len(srv.requests_for("/index.php")) == 2
 
 
-def test_fetch_json_invalid_and_too_large() -> None:
-    def bad(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=b"<html>oops")
+def test_fetch_json_invalid_and_too_large(srv: HTTPTestServer) -> None:
+    srv.serve("/a", b"<html>oops", content_type="text/html")
+    with pytest.raises(DocumentError) as invalid:
+        fetch_json(srv.url(f"/a?token_auth={TOKEN}"))
+    assert str(invalid.value).startswith(
+        f"response from {srv.url('/a')}?token_auth=*** is not valid JSON"
+    )
+    assert TOKEN not in all_texts(invalid.value)
 
-    with pytest.raises(
-        DocumentError, match=r"from https://m/a\?token_auth=\*\*\* is not valid JSON"
-    ):
-        fetch_json(f"https://m/a?token_auth={TOKEN}", client=mock_client(bad))
-
-    def big(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=b"[" + b"1," * 2000 + b"1]")
-
+    srv.serve("/big", b"[" + b"1," * 2000 + b"1]", content_type="application/json")
     with pytest.raises(SourceError, match="exceeds 1000 bytes") as info:
-        fetch_json("https://m/a", client=mock_client(big), max_bytes=1000)
+        fetch_json(srv.url("/big"), max_bytes=1000)
     assert info.value.transient is False
+    assert len(srv.requests_for("/big")) == 1  # not retried
 
 
 def test_fetch_json_real_server(srv: HTTPTestServer) -> None:

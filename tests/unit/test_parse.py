@@ -3,14 +3,24 @@ from __future__ import annotations
 import gzip
 import io
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from jobctl.errors import DocumentError, SourceError, UsageError
-from jobctl.sources.parse import Item, iter_records, json_backend, open_source
-from jobctl.sources.records import BadRecord, Projector, canonical_hash, extract_key, project
+from jobctl.sources.parse import Item, error_answer, iter_records, json_backend, open_source
+from jobctl.sources.records import (
+    BadRecord,
+    Projector,
+    UnstorableRecord,
+    canonical_bytes,
+    canonical_hash,
+    exact_float,
+    extract_key,
+    project,
+)
 
 
 def records(data: bytes, fmt: Any, **kw: Any) -> list[Item]:
@@ -29,10 +39,13 @@ def test_json_top_level_array() -> None:
     assert records(data, "json") == [{"a": 1, "b": "x"}, {"a": 2.5, "b": None}]
 
 
-def test_json_numbers_are_float_not_decimal() -> None:
-    (rec,) = records(b'[{"f": 1.25, "e": 1e3, "i": 7}]', "json")
+def test_json_numbers_are_exact_and_keep_the_canonical_bytes_of_floats() -> None:
+    (rec,) = records(b'[{"f": 1.25, "e": 1e3, "i": 7, "z": 0.1}]', "json")
     assert isinstance(rec, dict)
-    assert type(rec["f"]) is float and type(rec["e"]) is float and type(rec["i"]) is int
+    assert rec == {"f": Decimal("1.25"), "e": Decimal("1E+3"), "i": 7, "z": Decimal("0.1")}
+    assert type(rec["i"]) is int
+    # what the float parse of earlier versions stored and hashed: existing hashes hold
+    assert canonical_bytes(rec) == b'{"e":1000.0,"f":1.25,"i":7,"z":0.1}'
 
 
 def test_json_nested_record_path() -> None:
@@ -116,12 +129,20 @@ def test_ndjson_records_blank_lines_and_bad_lines() -> None:
     assert len(out) == 5
 
 
-def test_ndjson_last_line_without_newline() -> None:
-    assert records(b'{"a": 1}\n{"a": 2}', "ndjson") == [{"a": 1}, {"a": 2}]
-    out = records(b'{"a": 1}\n{"a": 2', "ndjson")
-    assert out[0] == {"a": 1}
-    assert isinstance(out[1], BadRecord) and out[1].position == 2
-    assert "incomplete (no newline at end of file)" in out[1].reason
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+@pytest.mark.parametrize("tail", ['{"a": 2}', '{"a": 2', "  {"])
+def test_ndjson_last_line_without_newline_is_truncation(encoding: str, tail: str) -> None:
+    """``head -c`` of a feed: even a last line that parses may be a record cut short."""
+    data = ('{"a": 1}\n' + tail).encode(encoding)
+    seen: list[Item] = []
+    with pytest.raises(DocumentError, match=r"line 2: the last line has no newline \(truncated"):
+        seen.extend(iter_records(io.BytesIO(data), "ndjson", encoding=encoding))
+    assert seen == [{"a": 1}]
+
+
+def test_ndjson_whitespace_after_the_last_newline_is_no_record() -> None:
+    assert records(b'{"a": 1}\n{"a": 2}\r\n  ', "ndjson") == [{"a": 1}, {"a": 2}]
+    assert records(b"", "ndjson") == []
 
 
 def test_ndjson_bom_and_invalid_utf8() -> None:
@@ -170,6 +191,28 @@ def test_csv_empty_and_duplicate_header() -> None:
         records(b"", "csv")
     with pytest.raises(DocumentError, match="'a' twice"):
         records(b"a,b,a\n1,2,3\n", "csv")
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"id,name\n1,Ann\n2,Bo", "line 3: the last line has no newline"),
+        (b"id,name\r\n1,Ann\r\n2,Bob", "line 3: the last line has no newline"),
+        (b"id,name", "line 1: the last line has no newline"),
+        (b'id,note\n1,"two\nlines"\n2,"cut after\n', "inside a quoted field at line 4"),
+        (b'id,note\n1,"cut', "line 2: the last line has no newline"),
+    ],
+)
+def test_csv_cut_short_is_truncation(data: bytes, match: str) -> None:
+    with pytest.raises(DocumentError, match=match):
+        records(data, "csv")
+
+
+def test_csv_complete_feed_with_a_stray_quote_is_fine() -> None:
+    assert records(b'id,size\n1,5\'11"\n2,"a ""b"""\r', "csv") == [
+        {"id": "1", "size": "5'11\""},
+        {"id": "2", "size": 'a "b"'},
+    ]
 
 
 def test_csv_does_not_close_the_callers_stream() -> None:
@@ -286,6 +329,78 @@ def test_parsed_formats_hash_alike() -> None:
     assert canonical_hash(a) == canonical_hash(b)
 
 
+EXACT = (
+    '{"big": 18446744073709551616, "u64": 18446744073709551615, "i64": 9223372036854775808,'
+    ' "neg": -9223372036854775809, "money": 12345678901234567.89, "huge": 1e400,'
+    ' "tiny": -1e-400, "long": 0.1000000000000000055511151231257827, "plain": 1.25,'
+    ' "exp": 1e3, "trail": 1.50, "int": 7, "nested": [{"n": 123456789012345678901234567890}]}'
+)
+EXACT_CANONICAL = (
+    b'{"big":18446744073709551616,"exp":1000.0,"huge":1E+400,"i64":9223372036854775808,'
+    b'"int":7,"long":0.1000000000000000055511151231257827,"money":12345678901234567.89,'
+    b'"neg":-9223372036854775809,"nested":[{"n":123456789012345678901234567890}],'
+    b'"plain":1.25,"tiny":-1E-400,"trail":1.5,"u64":18446744073709551615}'
+)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "data", "encoding"),
+    [
+        ("json", f"[{EXACT}]", "utf-8"),
+        ("json", f'{{"data": [{EXACT}]}}', "utf-8"),
+        ("ndjson", f'{{"a": 1}}\n{EXACT}\n', "utf-8"),
+        ("ndjson", f"{EXACT}\n", "utf-16"),
+        ("json-object", EXACT, "utf-8"),
+        ("json-object", f"[{EXACT}]", "latin-1"),
+    ],
+)
+def test_numbers_are_kept_exactly_whatever_the_format(fmt: str, data: str, encoding: str) -> None:
+    path = "data.item" if data.startswith('{"data"') else "item"
+    rec = records(data.encode(encoding), fmt, encoding=encoding, record_path=path)[-1]
+    assert isinstance(rec, dict)
+    assert rec["big"] == 2**64 and rec["neg"] == -(2**63) - 1
+    assert rec["money"] == Decimal("12345678901234567.89")
+    assert rec["huge"] == Decimal("1e400") and rec["tiny"] == Decimal("-1e-400")
+    assert rec["nested"][0]["n"] == 123456789012345678901234567890
+    # one canonical form (and hash) for every format: exact where a double is not
+    assert canonical_bytes(rec) == EXACT_CANONICAL
+    assert canonical_hash(rec) == __import__("xxhash").xxh3_128_digest(EXACT_CANONICAL)
+
+
+def test_ndjson_reads_again_exactly_only_lines_that_may_need_it() -> None:
+    fast, slow = records(
+        b'{"a": 0.1, "b": 900719925474099, "c": "x"}\n'
+        b'{"a": 0.1, "b": 900719925474099, "c": "1234567890123456789"}\n',
+        "ndjson",
+    )
+    assert isinstance(fast, dict) and isinstance(slow, dict)
+    assert type(fast["a"]) is float and type(fast["b"]) is int  # orjson's own values
+    assert type(slow["a"]) is Decimal  # a long digit run (in a string): read exactly
+    assert canonical_bytes({**slow, "c": "x"}) == canonical_bytes(fast)
+
+
+def test_json_object_beyond_a_double_is_valid_json() -> None:
+    assert records(b'{"v": 1e400, "w": 2}', "json-object") == [{"v": Decimal("1e400"), "w": 2}]
+
+
+def test_exact_float_and_stringified_numbers() -> None:
+    assert exact_float(Decimal("0.1")) == 0.1 and exact_float(Decimal("1E+3")) == 1000.0
+    assert exact_float(Decimal("12345678901234567.89")) is None
+    assert exact_float(Decimal("1e400")) is None and exact_float(Decimal("1e-400")) is None
+    # keys and text of a Decimal read from one format equal those of a float from another
+    assert extract_key({"k": Decimal("2.50")}, ["k"]) == extract_key({"k": 2.5}, ["k"])
+    assert extract_key({"k": Decimal("1E+3")}, ["k"]) == ("1000",)
+    assert extract_key({"k": Decimal("12345678901234567.89")}, ["k"]) == ("12345678901234567.89",)
+    assert project({"x": Decimal("2.50")}, None, {"x": "text"}) == {"x": "2.5"}
+
+
+def test_unstorable_numbers_and_strings_are_record_errors() -> None:
+    with pytest.raises(UnstorableRecord, match="beyond PostgreSQL's numeric range"):
+        canonical_bytes({"x": Decimal("1e-20000")})
+    with pytest.raises(UnstorableRecord, match="cannot be written as JSON"):
+        canonical_bytes({"x": "\ud800"})
+
+
 # --------------------------------------------------------------------------- project
 
 
@@ -324,6 +439,10 @@ def test_project_without_fields_keeps_everything_and_coerces() -> None:
         (3.0, "int", 3),
         ("1e3", "int", 1000),
         (7, "text", "7"),
+        ("12345678901234567.89", "float", Decimal("12345678901234567.89")),
+        ("1.5", "float", 1.5),
+        (2**70 + 1, "float", Decimal(2**70 + 1)),
+        (Decimal("1E+3"), "int", 1000),
         (False, "text", "false"),
         ("2024-01-05T00:00:00", "date", "2024-01-05"),
         (0, "timestamp", "1970-01-01T00:00:00+00:00"),
@@ -351,6 +470,14 @@ def test_project_coercions(value: Any, type_name: str, expected: Any) -> None:
 def test_project_failed_coercion_is_bad_record(value: Any, type_name: str, reason: str) -> None:
     out = project({"x": value}, None, {"x": type_name}, position=9)
     assert out == BadRecord(9, reason)
+
+
+def test_exclude_drops_volatile_columns() -> None:
+    rec = {"": "17", "_id": 99, "id": "a", "v": 1}
+    assert Projector(exclude=["", "_id"])(rec) == {"id": "a", "v": 1}
+    assert rec[""] == "17"  # the input is not modified
+    with pytest.raises(UsageError, match="fields or exclude"):
+        Projector({"id": "id"}, None, ["_id"])
 
 
 def test_projector_unknown_type_is_usage_error() -> None:
@@ -397,3 +524,32 @@ def test_json_wrong_path_checked_from_the_starting_position() -> None:
     stream = io.BytesIO(b"HEADER" + b'{"data": []}')
     stream.seek(6)
     assert list(iter_records(stream, "json", record_path="data.item")) == []
+
+
+# --------------------------------------------------------------------------- error answers
+
+WHEN = {"result": "error"}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"result": "error", "message": "Invalid token_auth"}', "Invalid token_auth"),
+        (b'{"message": "comes first", "result": "error"}', "comes first"),
+        (b'{"result": "error"}', ""),
+        (b'{"result": "success", "message": "x"}', None),
+        (b'{"data": {"result": "error"}}', None),
+        (b'[{"result": "error", "message": "a record"}]', None),
+        (b'{"result": "err', None),
+        (b"not json", None),
+    ],
+)
+def test_error_answer(body: bytes, expected: str | None) -> None:
+    assert error_answer(io.BytesIO(body), WHEN, "message") == expected
+
+
+def test_error_answer_nested_paths_and_types() -> None:
+    body = b'{"error": {"code": 5, "text": "quota"}, "ok": false}'
+    assert error_answer(io.BytesIO(body), {"error.code": 5}, "error.text") == "quota"
+    assert error_answer(io.BytesIO(body), {"ok": False}, None) == ""
+    assert error_answer(io.BytesIO(body), {"ok": 0}, None) is None  # false is not 0

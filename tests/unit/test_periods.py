@@ -6,8 +6,19 @@ import calendar
 from datetime import date, timedelta
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from jobctl.periods import PERIOD_TYPES, WEEKDAYS, Period, period_containing, periods_closing_on
+from jobctl.durations import MAX_DATE, MIN_DATE, parse_date
+from jobctl.errors import UsageError
+from jobctl.periods import (
+    PERIOD_TYPES,
+    WEEKDAYS,
+    Period,
+    PeriodType,
+    period_containing,
+    periods_closing_on,
+)
 
 SUNDAY = WEEKDAYS.index("sunday")
 
@@ -156,3 +167,38 @@ def test_every_day_of_a_year_closes_exactly_the_right_periods() -> None:
         weeks += "week" in kinds
         months += "month" in kinds
     assert (weeks, months) == (52, 12)
+
+
+# --- property tests over every date that parse_date accepts ---------------------------
+
+accepted_days = st.dates(min_value=MIN_DATE, max_value=MAX_DATE)
+
+
+@settings(deadline=None, max_examples=500)
+@given(accepted_days, st.sampled_from(PERIOD_TYPES), st.integers(min_value=0, max_value=6))
+@example(MIN_DATE, "week", 6)
+@example(MAX_DATE, "month", 0)
+@example(MAX_DATE, "week", 0)
+def test_every_accepted_date_lies_in_its_period(
+    day: date, kind: PeriodType, week_start: int
+) -> None:
+    # parse_date's range keeps this arithmetic clear of date.min / date.max
+    assert parse_date(day.isoformat()) == day
+    p = period_containing(kind, day, week_start)
+    assert p.start <= day < p.end
+    length = (p.end - p.start).days
+    assert length == {"day": 1, "week": 7}.get(kind, calendar.monthrange(day.year, day.month)[1])
+    if kind == "week":
+        assert p.start.weekday() == week_start
+    for closing in periods_closing_on(day, PERIOD_TYPES, week_start):
+        assert closing.end == day + timedelta(days=1) and closing.start <= day
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.dates())
+def test_a_date_outside_the_range_is_refused_not_overflowed(day: date) -> None:
+    if MIN_DATE <= day <= MAX_DATE:
+        assert parse_date(day.isoformat()) == day
+    else:
+        with pytest.raises(UsageError, match="out of range"):
+            parse_date(day.isoformat())

@@ -5,23 +5,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
 
 from jobctl.cli import options as opt
 from jobctl.cli import render
 from jobctl.cli.jobs import exit_with
 from jobctl.cli.state import State
+
+if TYPE_CHECKING:  # rich is imported where it is used (only on a terminal, for the bar)
+    from rich.progress import TaskID
+    from rich.table import Table
 
 
 @contextmanager
@@ -29,6 +24,14 @@ def progress_bar() -> Iterator[Callable[..., None] | None]:
     if not sys.stderr.isatty():
         yield None
         return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -48,6 +51,8 @@ def progress_bar() -> Iterator[Callable[..., None] | None]:
 
 
 def summary(children: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(title="backfill", box=None, pad_edge=False, header_style="bold")
     for col, justify in (
         ("date", "left"),
@@ -88,7 +93,12 @@ def backfill_command(
         bool, typer.Option("--missing", help="Only the slots 'jobctl runs gaps' reports.")
     ] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Re-run dates that already have a completed run.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Re-run dates that already have a completed run, and take a --to date "
+            "whose day has not ended yet in the zones that read it.",
+        ),
     ] = False,
     continue_on_error: Annotated[
         bool, typer.Option("--continue-on-error", help="Go on after a failed date.")

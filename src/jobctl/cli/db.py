@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from jobctl.cli import render
 from jobctl.cli.state import State
@@ -34,6 +33,8 @@ def db_status(
     as_json: Annotated[bool, typer.Option("--json", help="JSON array on stdout.")] = False,
 ) -> None:
     """Show each migration and whether it is applied."""
+    from rich.table import Table
+
     from jobctl.db.migrate import status
 
     state: State = ctx.obj

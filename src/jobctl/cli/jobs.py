@@ -3,35 +3,59 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import typer
-from rich.table import Table
 
 from jobctl.cli import options as opt
 from jobctl.cli import render
 from jobctl.cli.state import State
-from jobctl.runner import RunOutcome
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from jobctl.runner import RunOutcome
 
 jobs_app = typer.Typer(help="Configured jobs.", no_args_is_help=True)
 
 
+OUTCOME_LEVEL = {"failed": "error", "abandoned": "error", "cancelled": "warning"}
+
+
 def report_outcome(outcome: RunOutcome) -> None:
-    """One line on stderr saying how the run ended; the exit code says the rest."""
+    """One line on stderr saying how the run ended; the exit code says the rest.
+
+    It is the one place a run's end (and a skip's reason) is told on stderr, in
+    text or, under ``--log-format json``, as a JSON line with the counters as fields.
+    """
     counters = outcome.counters
     moved = ""
     if counters and any(counters.values()):
         moved = " — " + ", ".join(f"{k} {v}" for k, v in counters.items() if v)
     run = f"run {outcome.run_id}" if outcome.run_id else "no run"
     message = f": {outcome.message}" if outcome.message else ""
-    style = render.STATUS_STYLE.get(outcome.status, "")
-    render.err.print(
-        f"{outcome.job}: [{style}]{outcome.status}[/] ({run}){message}{moved}",
-        markup=True,
-        highlight=False,
-        soft_wrap=True,
-    )
+    head, tail = f"{outcome.job}: ", f" ({run}){message}{moved}"
+    if render.json_logs():
+        render.say(
+            head + outcome.status + tail,
+            level=OUTCOME_LEVEL.get(outcome.status, "info"),
+            action="run.outcome",
+            run_id=outcome.run_id,
+            job=outcome.job,
+            status=outcome.status,
+            exit_code=int(outcome.exit_code),
+            counters=dict(counters or {}),
+        )
+        return
+    if render.write_plain(head + outcome.status + tail):
+        return  # what rich would write off a terminal, without importing it
+    from rich.text import Text
+
+    line = Text(head)
+    line.append(outcome.status, style=render.STATUS_STYLE.get(outcome.status, ""))
+    line.append(tail)  # plain text: a message with [brackets] is not rich markup
+    render.err.print(line, soft_wrap=True)
 
 
 def exit_with(outcome: RunOutcome) -> NoReturn:
@@ -70,37 +94,43 @@ def jobs_list(
     if as_json:
         render.print_json([_job_json(i) for i in infos])
         return
-    now = datetime.now(UTC)
+    render.out.print(jobs_table(infos, datetime.now(UTC)))
+
+
+def jobs_table(infos: list[Any], now: datetime) -> Table:
+    """One row per job, several lines high: the three next fire times one under another,
+    the schedule's zone under its words, the last success and a run in progress under
+    the last status. That keeps every value whole at 80 columns."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("job", no_wrap=True, max_width=14, overflow="ellipsis")
+    table.add_column("job", no_wrap=True, max_width=20, overflow="ellipsis")
     table.add_column("on", no_wrap=True)
-    table.add_column("schedule", overflow="fold", max_width=30)
-    table.add_column("last", no_wrap=True)
-    table.add_column("ok", no_wrap=True)
-    table.add_column("running", overflow="fold", max_width=16)
+    table.add_column("schedule", overflow="fold", min_width=20)
+    table.add_column("next", no_wrap=True)
+    table.add_column("last run", overflow="fold", min_width=12, max_width=24)
     for info in infos:
-        schedule = "-"
+        schedule, nxt = Text("-"), "-"
         if info.schedule:
-            nxt = (
-                info.next_fire_times[0]
-                .astimezone(ZoneInfo(info.timezone))
-                .strftime("%a %m-%d %H:%M")
-                if info.next_fire_times
-                else "-"
+            zone = ZoneInfo(info.timezone)
+            words = info.schedule_words or info.schedule
+            # The zone on a line of its own: the words then fit one line at 80 columns.
+            schedule = Text(words.removesuffix(f" ({info.timezone})"))
+            schedule.append(f"\n{info.timezone}", style="dim")
+            nxt = "\n".join(
+                t.astimezone(zone).strftime("%a %m-%d %H:%M") for t in info.next_fire_times
             )
-            schedule = f"{info.schedule_words}; next {nxt}"
-        running = "-"
-        if info.running:
-            running = f"run {info.running['id']} {info.running['host']} pid {info.running['pid']}"
-        table.add_row(
-            info.name,
-            "yes" if info.enabled else "no",
-            schedule,
-            render.status_text(info.last_status),
-            render.ago(info.last_success, now),
-            running,
+        last = render.status_text(info.last_status)
+        last.append(
+            f"\nok {render.ago(info.last_success, now)}" if info.last_success else "\nnever ok",
+            style="",
         )
-    render.out.print(table)
+        if info.running:
+            run = info.running
+            last.append(f"\nnow: run {run['id']} pid {run['pid']}\non {run['host']}", style="cyan")
+        table.add_row(info.name, "yes" if info.enabled else "no", schedule, nxt or "-", last)
+    return table
 
 
 def _job_json(info: Any) -> dict[str, Any]:

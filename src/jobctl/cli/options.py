@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from jobctl.durations import parse_duration
+from jobctl.durations import parse_duration, shown
 from jobctl.errors import UsageError
-from jobctl.runner import RunOptions
+
+if TYPE_CHECKING:
+    from jobctl.runner import RunOptions  # imported in run_options: the runner is heavy
 
 Params = Annotated[
     list[str] | None,
@@ -41,17 +43,38 @@ Force = Annotated[
 
 
 def parse_params(items: list[str] | None) -> dict[str, str]:
+    """``--param KEY=VALUE`` items → a dict (a later KEY wins). The value may be empty
+    and may itself hold ``=``; the key is stripped and must not be empty. Both must be
+    text that can be stored: no NUL, no bytes that are not UTF-8 (which a shell hands
+    over as lone surrogates)."""
     params: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--param {item!r} is not KEY=VALUE")
+            raise UsageError(f"--param {shown(item)} is not KEY=VALUE")
+        if "\x00" in item or not _is_utf8(item):
+            raise UsageError(f"--param {shown(item)} is not valid UTF-8 text without NUL")
         params[key.strip()] = value
     return params
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+#: Options where zero means nothing: a run that times out at once, runs "since now".
+_MORE_THAN_ZERO = frozenset({"--timeout", "--since"})
+
+
 def duration(value: str | None, option: str) -> timedelta | None:
-    return None if value is None else parse_duration(value, what=option)
+    """An option's duration; zero is refused for the options in ``_MORE_THAN_ZERO``."""
+    if value is None:
+        return None
+    return parse_duration(value, what=option, allow_zero=option not in _MORE_THAN_ZERO)
 
 
 RUNNER_OPTIONS = (
@@ -98,9 +121,9 @@ def run_options(
     force: bool,
     **extra: object,
 ) -> RunOptions:
+    from jobctl.runner import RunOptions
+
     parsed_timeout = duration(timeout, "--timeout")
-    if parsed_timeout is not None and parsed_timeout.total_seconds() <= 0:
-        raise UsageError(f"--timeout {timeout!r} must be more than zero")
     return RunOptions(
         params=parse_params(params),
         wait=wait or wait_timeout is not None,

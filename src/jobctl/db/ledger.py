@@ -2,6 +2,11 @@
 
 Status changes out of ``running`` are guarded (``WHERE status = 'running'``) so
 that a run marked ``abandoned`` by another process is never silently revived.
+
+What a skipped tick does (``insert_run``, ``sweep_abandoned``, ``lock_holder``) is
+plain SQL that runs on a psycopg connection (``Database.plain``) as well as on a
+SQLAlchemy one; the rest is SQLAlchemy Core, imported by the functions that use it,
+so that a tick whose job is already running never loads SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -11,13 +16,18 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, func, select, text, update
+import psycopg
+from psycopg.types.json import Jsonb
 
 from jobctl import __version__
 from jobctl.db.locks import HELD_SQL, NAMESPACE
-from jobctl.db.tables import LEDGER_COLUMNS, runs
+from jobctl.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement, Connection
+
 
 HOST = socket.gethostname()
 
@@ -43,8 +53,15 @@ class Holder:
     age_seconds: float | None
 
 
+def _execute(conn: Connection | psycopg.Connection[Any], sql: str, params: Any) -> Any:
+    """Run plain SQL (psycopg's ``%(name)s`` placeholders) on either kind of connection."""
+    if isinstance(conn, psycopg.Connection):
+        return conn.execute(sql, params)
+    return conn.exec_driver_sql(sql, params)
+
+
 def insert_run(
-    conn: Connection,
+    conn: Connection | psycopg.Connection[Any],
     *,
     job: str,
     status: str,
@@ -58,13 +75,13 @@ def insert_run(
     lock_key: int | None = None,
     error_message: str | None = None,
     stats: Mapping[str, Any] | None = None,
+    dry_run: bool = False,
 ) -> int:
-    finished = status != "running"
     values: dict[str, Any] = {
         "job": job,
         "status": status,
         "trigger": trigger,
-        "params": dict(params or {}),
+        "params": Jsonb(dict(params or {})),
         "partition": partition,
         "parent_id": parent_id,
         "scheduled_for": scheduled_for,
@@ -75,19 +92,23 @@ def insert_run(
         "lock_backend_pid": lock_backend_pid,
         "lock_key": lock_key,
         "error_message": error_message,
-        "stats": dict(stats or {}),
-        "heartbeat_at": func.now(),
-        "attempts": 0,
-        "log_tail": [],
+        "stats": Jsonb(dict(stats or {})),
+        "dry_run": dry_run,
     }
-    if finished:
-        values["finished_at"] = func.now()
-        values["duration_ms"] = 0
-    run_id = conn.execute(runs.insert().values(**values).returning(runs.c.id)).scalar_one()
-    return int(run_id)
+    columns = [*values, "heartbeat_at", "attempts", "log_tail"]
+    row = [f"%({name})s" for name in values] + ["now()", "0", "ARRAY[]::text[]"]
+    if status != "running":
+        columns += ["finished_at", "duration_ms"]
+        row += ["now()", "0"]
+    sql = f"INSERT INTO jobctl.runs ({', '.join(columns)}) VALUES ({', '.join(row)}) RETURNING id"
+    return int(_execute(conn, sql, values).fetchone()[0])
 
 
 def heartbeat(conn: Connection, run_id: int, log_tail: Sequence[str] | None = None) -> bool:
+    from sqlalchemy import and_, func, update
+
+    from jobctl.db.tables import runs
+
     values: dict[str, Any] = {"heartbeat_at": func.now()}
     if log_tail is not None:
         values["log_tail"] = list(log_tail)
@@ -112,6 +133,10 @@ def finish_run(
     partition: str | None = None,
 ) -> bool:
     """Close a running run; False if it was no longer ``running`` (e.g. abandoned)."""
+    from sqlalchemy import and_, func, update
+
+    from jobctl.db.tables import runs
+
     values: dict[str, Any] = {
         "status": status,
         "finished_at": func.now(),
@@ -138,7 +163,9 @@ def finish_run(
     return result.rowcount == 1
 
 
-def sweep_abandoned(conn: Connection, job: str | None = None) -> list[int]:
+def sweep_abandoned(
+    conn: Connection | psycopg.Connection[Any], job: str | None = None
+) -> list[int]:
     """Mark ``running`` rows whose lock is no longer held as ``abandoned``.
 
     A live run holds its job's advisory lock on the backend recorded in
@@ -156,61 +183,80 @@ def sweep_abandoned(conn: Connection, job: str | None = None) -> list[int]:
     )
     params: dict[str, Any] = {}
     if job is not None:
-        sql += " AND r.job = :job"
+        sql += " AND r.job = %(job)s"
         params["job"] = job
-    rows = conn.execute(text(sql + " RETURNING r.id"), params)
+    rows = _execute(conn, sql + " RETURNING r.id", params).fetchall()
     return [int(r[0]) for r in rows]
 
 
-def lock_holder(conn: Connection, job: str, key: int) -> Holder:
+def lock_holder(conn: Connection | psycopg.Connection[Any], job: str, key: int) -> Holder:
     """The running run whose backend holds the job's lock (best effort)."""
-    held = HELD_SQL.format(ns=NAMESPACE, key=":key", pid="r.lock_backend_pid")
-    row = conn.execute(
-        text(
-            "SELECT r.id, r.host, r.pid, r.started_at,"
-            " extract(epoch FROM now() - r.started_at) AS age"
-            f" FROM jobctl.runs r WHERE r.job = :job AND r.status = 'running' AND {held}"
-            " ORDER BY r.started_at LIMIT 1"
-        ),
+    held = HELD_SQL.format(ns=NAMESPACE, key="%(key)s", pid="r.lock_backend_pid")
+    row = _execute(
+        conn,
+        "SELECT r.id, r.host, r.pid, r.started_at,"
+        " extract(epoch FROM now() - r.started_at) AS age"
+        f" FROM jobctl.runs r WHERE r.job = %(job)s AND r.status = 'running' AND {held}"
+        " ORDER BY r.started_at LIMIT 1",
         {"job": job, "key": key},
-    ).first()
+    ).fetchone()
     if row is not None:
-        return Holder(int(row.id), row.host, int(row.pid), row.started_at, float(row.age))
+        run_id, host, pid, started_at, age = row
+        return Holder(int(run_id), host, int(pid), started_at, float(age))
     # The holder took the lock but has not written its run row yet: its lock
     # connection's application_name ("jobctl HOST PID") still names it.
-    session = conn.execute(
-        text(
-            "SELECT a.application_name, a.xact_start,"
-            " extract(epoch FROM now() - a.xact_start) AS age"
-            " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-            " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = CAST(:ns AS oid)"
-            " AND l.objid = CAST(:key AS oid) AND l.objsubid = 2 LIMIT 1"
-        ),
+    session = _execute(
+        conn,
+        "SELECT a.application_name, a.xact_start,"
+        " extract(epoch FROM now() - a.xact_start) AS age"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = CAST(%(ns)s AS oid)"
+        " AND l.objid = CAST(%(key)s AS oid) AND l.objsubid = 2 LIMIT 1",
         {"ns": NAMESPACE, "key": key},
-    ).first()
-    parts = (session.application_name or "").split() if session is not None else []
-    if session is None or len(parts) != 3 or parts[0] != "jobctl" or not parts[2].isdigit():
+    ).fetchone()
+    if session is None:
         return Holder(None, None, None, None, None)
-    age = float(session.age) if session.age is not None else None
-    return Holder(None, parts[1], int(parts[2]), session.xact_start, age)
+    application_name, xact_start, age = session
+    parts = (application_name or "").split()
+    if len(parts) != 3 or parts[0] != "jobctl" or not parts[2].isdigit():
+        return Holder(None, None, None, None, None)
+    return Holder(
+        None, parts[1], int(parts[2]), xact_start, float(age) if age is not None else None
+    )
+
+
+def _done() -> ColumnElement[bool]:
+    """What makes a run count as done for its slot or date: completed, and not a dry
+    run (a dry run is recorded `completed` but applied nothing)."""
+    from sqlalchemy import and_
+
+    from jobctl.db.tables import runs
+
+    return and_(runs.c.status == "completed", runs.c.dry_run.is_(False))
 
 
 def completed_slot_run(conn: Connection, job: str, scheduled_for: datetime) -> int | None:
+    from sqlalchemy import select
+
+    from jobctl.db.tables import runs
+
     row = conn.execute(
         select(runs.c.id)
-        .where(
-            runs.c.job == job, runs.c.scheduled_for == scheduled_for, runs.c.status == "completed"
-        )
+        .where(runs.c.job == job, runs.c.scheduled_for == scheduled_for, _done())
         .limit(1)
     ).first()
     return int(row.id) if row else None
 
 
 def completed_slots(conn: Connection, job: str, since: datetime, until: datetime) -> set[datetime]:
+    from sqlalchemy import select
+
+    from jobctl.db.tables import runs
+
     rows = conn.execute(
         select(runs.c.scheduled_for).where(
             runs.c.job == job,
-            runs.c.status == "completed",
+            _done(),
             runs.c.scheduled_for >= since,
             runs.c.scheduled_for < until,
         )
@@ -219,9 +265,13 @@ def completed_slots(conn: Connection, job: str, since: datetime, until: datetime
 
 
 def completed_partitions(conn: Connection, job: str, partitions: Sequence[str]) -> set[str]:
+    from sqlalchemy import select
+
+    from jobctl.db.tables import runs
+
     rows = conn.execute(
         select(runs.c.partition).where(
-            runs.c.job == job, runs.c.status == "completed", runs.c.partition.in_(list(partitions))
+            runs.c.job == job, _done(), runs.c.partition.in_(list(partitions))
         )
     )
     return {r.partition for r in rows}
@@ -236,6 +286,10 @@ def list_runs(
     limit: int = 20,
     parent_id: int | None = None,
 ) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from jobctl.db.tables import LEDGER_COLUMNS, runs
+
     query = select(*[runs.c[name] for name in LEDGER_COLUMNS])
     if job:
         query = query.where(runs.c.job == job)
@@ -253,12 +307,20 @@ def list_runs(
 
 
 def get_run(conn: Connection, run_id: int) -> dict[str, Any] | None:
+    from sqlalchemy import select
+
+    from jobctl.db.tables import runs
+
     row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
     return dict(row) if row else None
 
 
 def running_now(conn: Connection) -> dict[str, dict[str, Any]]:
     """Per job, the run currently holding its lock (after a sweep)."""
+    from sqlalchemy import select
+
+    from jobctl.db.tables import runs
+
     rows = conn.execute(
         select(runs.c.id, runs.c.job, runs.c.host, runs.c.pid, runs.c.started_at)
         .where(runs.c.status == "running", runs.c.parent_id.is_(None))
@@ -268,7 +330,9 @@ def running_now(conn: Connection) -> dict[str, dict[str, Any]]:
 
 
 def last_runs(conn: Connection) -> dict[str, dict[str, Any]]:
-    """Per job: the last finished run and the last completed one."""
+    """Per job: the last finished run and the last completed one (dry runs apart)."""
+    from sqlalchemy import text
+
     rows = conn.execute(
         text(
             "SELECT DISTINCT ON (job) job, id, status, started_at, finished_at FROM jobctl.runs"
@@ -278,10 +342,41 @@ def last_runs(conn: Connection) -> dict[str, dict[str, Any]]:
     last = {r["job"]: dict(r) for r in rows}
     ok = conn.execute(
         text(
-            "SELECT job, max(finished_at) AS at FROM jobctl.runs WHERE status = 'completed'"
-            " GROUP BY job"
+            "SELECT job, max(finished_at) AS at FROM jobctl.runs"
+            " WHERE status = 'completed' AND NOT dry_run GROUP BY job"
         )
     ).mappings()
     for r in ok:
         last.setdefault(r["job"], {})["last_success"] = r["at"]
     return last
+
+
+def fence_statement(run_id: int) -> str:
+    """The guarded update that fences a run's own work transaction.
+
+    Run inside the job's transaction just before it commits: it matches (and
+    row-locks) the run's row only while the row is ``running`` and the backend
+    recorded for it still holds the job's lock. A run that takes the lock after
+    this one lost it marks this row ``abandoned`` first (``sweep_abandoned``);
+    that update waits on the row lock taken here, so either this transaction
+    commits before the new run starts its work, or this statement sees the lock
+    gone (or the row abandoned), matches nothing, and the work is rolled back.
+    """
+    held = HELD_SQL.format(ns=NAMESPACE, key="r.lock_key", pid="r.lock_backend_pid")
+    return (
+        "UPDATE jobctl.runs r SET heartbeat_at = now()"
+        f" WHERE r.id = {int(run_id)} AND r.status = 'running' AND {held}"
+    )
+
+
+def fence(conn: Connection | psycopg.Connection[Any], run_id: int) -> bool:
+    """True if the run still owns its lock (its row is now locked until commit)."""
+    from sqlalchemy.exc import DBAPIError
+
+    statement = fence_statement(run_id)
+    try:
+        if isinstance(conn, psycopg.Connection):
+            return conn.execute(statement).rowcount == 1
+        return conn.exec_driver_sql(statement).rowcount == 1
+    except (psycopg.Error, DBAPIError) as exc:
+        raise DatabaseError(f"cannot check the run's lock before commit: {exc}") from exc

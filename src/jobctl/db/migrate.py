@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-
-from sqlalchemy import text
+from typing import Any
 
 from jobctl.db.engine import Database
 
@@ -58,15 +57,17 @@ def migrations() -> list[Migration]:
     return found
 
 
-def _applied(conn: object) -> dict[int, tuple[str, datetime]]:
-    rows = conn.execute(  # type: ignore[attr-defined]
-        text("SELECT version, checksum, applied_at FROM jobctl.schema_migrations")
-    )
+def _applied(conn: Any) -> dict[int, tuple[str, datetime]]:
+    from sqlalchemy import text
+
+    rows = conn.execute(text("SELECT version, checksum, applied_at FROM jobctl.schema_migrations"))
     return {r.version: (r.checksum, r.applied_at) for r in rows}
 
 
 def upgrade(db: Database) -> list[Migration]:
     """Apply every migration not yet applied; return those applied now."""
+    from sqlalchemy import text
+
     done: list[Migration] = []
     with db.begin() as conn:
         # Bounded: a stuck upgrade elsewhere must not hang every command forever.
@@ -101,6 +102,8 @@ def upgrade(db: Database) -> list[Migration]:
 
 
 def status(db: Database) -> list[MigrationState]:
+    from sqlalchemy import text
+
     with db.connect() as conn:
         exists = conn.execute(text("SELECT to_regclass('jobctl.schema_migrations')")).scalar()
         applied = _applied(conn) if exists else {}
@@ -115,16 +118,28 @@ def status(db: Database) -> list[MigrationState]:
     ]
 
 
+def latest_version() -> int:
+    """The highest version in ``sql/`` (from the file names: nothing is read)."""
+    found = (_FILE.match(path.name) for path in sql_dir().glob("*.sql"))
+    return max((int(match.group(1)) for match in found if match), default=0)
+
+
 def ensure_schema(db: Database) -> None:
-    """Upgrade if the database is behind; one cheap query when it is not."""
-    latest = max((m.version for m in migrations()), default=0)
-    with db.connect() as conn:
-        current = conn.execute(
-            text("SELECT CASE WHEN to_regclass('jobctl.schema_migrations') IS NULL THEN -1 END")
-        ).scalar()
+    """Upgrade if the database is behind; one cheap query when it is not.
+
+    Plain SQL on psycopg: every command runs this check, and a command that
+    finds the schema current (and its job's lock held) never needs SQLAlchemy.
+    """
+    latest = latest_version()
+    with db.plain() as conn:
+        row = conn.execute(
+            "SELECT CASE WHEN to_regclass('jobctl.schema_migrations') IS NULL THEN -1 END"
+        ).fetchone()
+        current = row[0] if row else None
         if current is None:
-            current = conn.execute(
-                text("SELECT coalesce(max(version), 0) FROM jobctl.schema_migrations")
-            ).scalar()
+            row = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM jobctl.schema_migrations"
+            ).fetchone()
+            current = row[0] if row else None
     if current is None or current < latest:
         upgrade(db)

@@ -121,6 +121,8 @@ def snapshot_transaction(db: Database, *, dry_run: bool = False) -> Iterator[Sna
     try:
         with db.raw() as conn, conn.transaction(force_rollback=dry_run):
             yield conn
+            if not dry_run:
+                db.check_before_commit(conn)  # the run's fence: commit only while locked
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseError(f"snapshot failed in the database: {first}") from exc

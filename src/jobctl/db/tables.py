@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Integer,
@@ -50,6 +51,9 @@ runs = Table(
     Column("lock_backend_pid", Integer),
     Column("lock_key", Integer),
     Column("log_tail", ARRAY(Text), nullable=False),
+    # sql/0003: last, as ALTER TABLE ADD COLUMN places it. A dry run is `completed`
+    # but covers no slot and no date.
+    Column("dry_run", Boolean, nullable=False),
 )
 
 schema_migrations = Table(

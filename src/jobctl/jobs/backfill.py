@@ -4,7 +4,12 @@ One parent run; one child run per (job, date), oldest date first, sync before
 snapshot. Each child takes the job's own lock (waiting for it, so a timer run is
 never overlapped) and releases it before the next child. Dates that already have
 a completed run of that job are skipped unless ``--force``; ``--missing`` takes
-exactly the slots ``runs gaps`` reports.
+exactly the slots ``runs gaps`` reports. A dry run never counts as done.
+
+Dates are days in the zone of what reads them (each snapshot set's, each
+date-dependent source's), never the host's: ``--to`` must have ended in all of
+them, or the half day would be computed and then skipped as done forever
+(``--force`` takes it anyway).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from jobctl.config import Settings
 from jobctl.context import RunContext
+from jobctl.days import check_over
 from jobctl.durations import parse_date
 from jobctl.errors import ConfigError, ExitCode, JobError, RunCancelled, UsageError
 from jobctl.registry import JobSpec
@@ -43,6 +49,8 @@ class BackfillPlan:
     continue_on_error: bool = False
     sync_sources: tuple[str, ...] = ()
     children: tuple[Child, ...] = field(default=())
+    #: The clock the range was validated against; None: the real clock.
+    now: datetime | None = None
 
 
 def _settings_section(settings: Settings) -> tuple[tuple[str, ...] | None, int]:
@@ -76,8 +84,12 @@ def plan(
     missing: bool = False,
     force: bool = False,
     continue_on_error: bool = False,
+    now: datetime | None = None,
 ) -> BackfillPlan:
-    """Validate the range and the jobs (UsageError, exit 2, before any run row)."""
+    """Validate the range and the jobs (UsageError, exit 2, before any run row).
+
+    ``now`` (default: the real clock) decides which dates have ended.
+    """
     from jobctl.jobs.snapshot import snapshot_sets
     from jobctl.jobs.sync import sources_of
 
@@ -85,9 +97,6 @@ def plan(
     last = parse_date(end, what="--to")
     if first > last:
         raise UsageError(f"--from {first} is after --to {last}")
-    today = datetime.now(ZoneInfo(settings.timezone)).date()
-    if last > today:
-        raise UsageError(f"--to {last} is in the future (today is {today} in {settings.timezone})")
     configured, max_days = _settings_section(settings)
     days = (last - first).days + 1
     if days > max_days:
@@ -98,6 +107,10 @@ def plan(
     for job in jobs:
         if job not in BACKFILL_JOBS:
             raise UsageError(f"--job {job!r}: backfill runs {' and '.join(BACKFILL_JOBS)}")
+    if settings.config_path is None:
+        raise settings.nothing_configured(
+            "sources and snapshot sets", "[sources.NAME]/[snapshots.NAME]"
+        )
     sources = sources_of(settings)
     dated = tuple(name for name, s in sources.items() if s.date_dependent)
     if "sync" in jobs and not dated:
@@ -123,7 +136,14 @@ def plan(
                 raise UsageError(
                     f"--missing needs a schedule for job {job!r} (jobs.{job}.schedule)"
                 )
-    return BackfillPlan(first, last, chosen, missing, force, continue_on_error, dated)
+    zones = [settings.timezone]
+    if "snapshot" in chosen:
+        zones += [s.timezone for s in snapshot_sets(settings).values()]
+    if "sync" in chosen:
+        zones += [sources[name].timezone for name in dated]
+    # --from is not later than --to: if --to has ended, every date of the range has.
+    check_over(last, zones, now=now, what="--to", force=force)
+    return BackfillPlan(first, last, chosen, missing, force, continue_on_error, dated, now=now)
 
 
 def _children(ctx: RunContext, plan_: BackfillPlan) -> list[Child]:
@@ -152,7 +172,7 @@ def _children(ctx: RunContext, plan_: BackfillPlan) -> list[Child]:
                 specs.get(job),
                 cfg,
                 window_start.astimezone(UTC),
-                min(window_end.astimezone(UTC), datetime.now(UTC)),
+                min(window_end.astimezone(UTC), plan_.now or datetime.now(UTC)),
             )
         for gap in gaps:
             day = (
@@ -230,7 +250,11 @@ def run(ctx: RunContext, backfill_plan: BackfillPlan) -> None:
                     "sync_plan": sync.plan(ctx.settings, names=plan_.sync_sources, on_date=day)
                 }
             else:
-                kwargs = {"snapshot_plan": snapshot.plan(ctx.settings, on_date=day)}
+                # The range was checked against the same clock and --force already.
+                snapshot_plan = snapshot.plan(
+                    ctx.settings, on_date=day, force=plan_.force, now=plan_.now
+                )
+                kwargs = {"snapshot_plan": snapshot_plan}
             outcome = ctx.run_child(child.job, _with_kwargs(options, kwargs))
         results.append(
             {
@@ -269,7 +293,10 @@ def run(ctx: RunContext, backfill_plan: BackfillPlan) -> None:
 def _already_done(options: Any) -> Any:
     from dataclasses import replace
 
-    reason = f"already done: a completed run exists for {options.partition} (--force re-runs it)"
+    reason = (
+        f"already done: a completed run exists for {options.partition} "
+        "(dry runs do not count; --force re-runs it)"
+    )
     return replace(options, extra={"skip_reason": reason})
 
 

@@ -14,7 +14,9 @@
                      AND (data->>'ISSUED_DATE')::date <  :period_end
       GROUP BY 1'''
 
-Default run: yesterday's day, plus the week / month that ended yesterday.
+Default run: yesterday's day, plus the week / month that ended yesterday. Dates are
+days in each set's zone: a date that has not ended there is refused (``--force``
+takes it), and the default date is one that has ended in every zone involved.
 """
 
 from __future__ import annotations
@@ -23,14 +25,13 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any, cast
-from zoneinfo import ZoneInfo
-
-from sqlalchemy import text
 
 from jobctl.config import Settings, check_timezone, named_section, table_name
 from jobctl.context import Counters, RunContext
+from jobctl.days import check_over, last_ended
+from jobctl.db import ledger
 from jobctl.db.snapshots import replace_period, snapshot_transaction
 from jobctl.durations import parse_date
 from jobctl.errors import ConfigError, JobError, UsageError
@@ -136,10 +137,17 @@ def plan(
     names: Sequence[str] = (),
     on_date: str | None = None,
     periods: Sequence[str] = (),
+    force: bool = False,
+    now: datetime | None = None,
 ) -> SnapshotPlan:
+    """Validate the command line (UsageError, exit 2, before any run row).
+
+    ``--date`` must be a day that has ended in the zone of every chosen set, as
+    of ``now`` (the real clock by default); ``force`` takes one still in progress.
+    """
     available = snapshot_sets(settings)
     if not available:
-        raise UsageError("no snapshot sets are configured: add a [snapshots.NAME] table")
+        raise settings.nothing_configured("snapshot sets", "[snapshots.NAME]")
     for name in names:
         if name not in available:
             raise UsageError(f"unknown snapshot set {name!r} (configured: {', '.join(available)})")
@@ -150,16 +158,21 @@ def plan(
     day = None
     if on_date is not None:
         day = parse_date(on_date, what="--date")
-        today = datetime.now(ZoneInfo(settings.timezone)).date()
-        if day > today:
-            raise UsageError(f"--date {on_date} is in the future")
+        check_over(day, [s.timezone for s in chosen], now=now, what="--date", force=force)
     return SnapshotPlan(chosen, day, tuple(cast(PeriodType, p) for p in dict.fromkeys(periods)))
 
 
-def default_date(ctx: RunContext, zone: str) -> date:
-    """Yesterday in ``zone``, relative to the slot the run serves if any."""
-    base = (ctx.scheduled_for or datetime.now(UTC)).astimezone(ZoneInfo(zone)).date()
-    return base - timedelta(days=1)
+def _zones(settings: Settings, sets: Sequence[SnapshotSet]) -> list[str]:
+    return [settings.timezone, *(s.timezone for s in sets)]
+
+
+def default_date(ctx: RunContext, sets: Sequence[SnapshotSet]) -> date:
+    """Yesterday in the configured zone, relative to the slot the run serves if any.
+
+    Earlier if a set's own zone is behind so that day has not ended there yet:
+    a run without ``--date`` never works on a day in progress.
+    """
+    return last_ended(_zones(ctx.settings, sets), ctx.scheduled_for or datetime.now(UTC))
 
 
 def periods_for(snapshot: SnapshotSet, day: date, asked: Sequence[PeriodType]) -> list[Period]:
@@ -172,7 +185,7 @@ def periods_for(snapshot: SnapshotSet, day: date, asked: Sequence[PeriodType]) -
 
 def run(ctx: RunContext, snapshot_plan: SnapshotPlan | None = None) -> None:
     plan_ = snapshot_plan or plan(ctx.settings)
-    day = plan_.date or default_date(ctx, ctx.settings.timezone)
+    day = plan_.date or default_date(ctx, plan_.sets)
     ctx.partition = day.isoformat()
     results: dict[str, Any] = {}
     # Every set's precondition first: a run that fails on one writes no period of any set.
@@ -185,6 +198,7 @@ def run(ctx: RunContext, snapshot_plan: SnapshotPlan | None = None) -> None:
         with snapshot_transaction(ctx.db, dry_run=ctx.dry_run) as conn:
             for snapshot in plan_.sets:
                 for period in periods_for(snapshot, day, plan_.periods):
+                    ctx.check_lock()  # between periods; the commit itself is fenced
                     started = time.monotonic()
                     counts = replace_period(
                         conn,
@@ -238,14 +252,9 @@ def run(ctx: RunContext, snapshot_plan: SnapshotPlan | None = None) -> None:
 
 def _require_sync(ctx: RunContext, snapshot: SnapshotSet, day: date) -> None:
     with ctx.transaction() as conn:
-        done = conn.execute(
-            text(
-                "SELECT id FROM jobctl.runs WHERE job = 'sync' AND status = 'completed'"
-                " AND partition = :day LIMIT 1"
-            ),
-            {"day": day.isoformat()},
-        ).first()
-    if done is None:
+        # A dry-run sync applied nothing: it does not count (completed_partitions).
+        done = ledger.completed_partitions(conn, "sync", [day.isoformat()])
+    if not done:
         raise JobError(
             f"snapshot set {snapshot.name!r} needs a completed sync for {day} and there is "
             f"none; run 'jobctl sync --date {day}' first (or set requires_sync = false)"
@@ -253,8 +262,9 @@ def _require_sync(ctx: RunContext, snapshot: SnapshotSet, day: date) -> None:
 
 
 def served_date(settings: Settings, slot: datetime) -> date:
-    """A snapshot tick works on yesterday, in the configured zone, as of its slot."""
-    return slot.astimezone(ZoneInfo(settings.timezone)).date() - timedelta(days=1)
+    """A snapshot tick works on yesterday, in the configured zone, as of its slot
+    (the date :func:`default_date` picks for a run of every set)."""
+    return last_ended(_zones(settings, list(snapshot_sets(settings).values())), slot)
 
 
 SPEC = JobSpec(

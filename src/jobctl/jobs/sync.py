@@ -4,12 +4,19 @@ fetch (HTTP download or local file) → recognise an unchanged feed (HTTP
 validators, or the same content digest and settings as the last sync) → stream
 records → select/rename/coerce fields → key → canonical JSON → stage and merge
 (:mod:`jobctl.db.feedstore`) → data-quality checks.
+
+Downloads go to ``<data dir>/downloads/sync-<run>-<pid>-<host>/``, removed when the
+run ends; a run killed before that leaves its directory behind, which the next sync
+removes (its process is gone, or it is older than :data:`STALE_DOWNLOADS`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import tempfile
+import os
+import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -33,13 +40,21 @@ from jobctl.db.feedstore import (
 from jobctl.durations import parse_date
 from jobctl.errors import DocumentError, JobError, SourceError, UsageError
 from jobctl.registry import JobSpec
-from jobctl.sources.parse import iter_records, open_source
-from jobctl.sources.records import BadRecord, Projector, canonical_bytes, extract_key
+from jobctl.sources.parse import Item, error_answer, iter_records, open_source
+from jobctl.sources.records import (
+    BadRecord,
+    Projector,
+    UnstorableRecord,
+    canonical_bytes,
+    extract_key,
+)
 from jobctl.sources.spec import SourceConfig, parse_sources
 
 ERROR_SAMPLES = 20
 PROGRESS_EVERY = 5.0  # seconds between progress log lines
 PROGRESS_LIVE = 0.5  # seconds between updates of a live terminal line
+#: A download directory this old belongs to no running sync (none runs for a day).
+STALE_DOWNLOADS = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -71,7 +86,7 @@ def plan(
     """Validate the command line against the configuration (UsageError, exit 2)."""
     available = sources_of(settings)
     if not available:
-        raise UsageError("no sources are configured: add a [sources.NAME] table to jobctl.toml")
+        raise settings.nothing_configured("sources", "[sources.NAME]")
     for name in names:
         if name not in available:
             raise UsageError(f"unknown source {name!r} (configured: {', '.join(available)})")
@@ -80,6 +95,8 @@ def plan(
         raise UsageError("give --file or --url, not both")
     if (file or url) and len(chosen) != 1:
         raise UsageError("--file and --url replace one source's location: add --source NAME")
+    if (file or url) and chosen[0].query is not None:
+        raise UsageError(f"source {chosen[0].name!r} is a query: --file and --url do not apply")
     path = None
     if file:
         path = Path(file).expanduser()
@@ -127,7 +144,7 @@ def run(ctx: RunContext, sync_plan: SyncPlan | None = None) -> None:
     days = {plan_.date or default_date(source, ctx) for source in plan_.sources}
     ctx.partition = days.pop().isoformat() if len(days) == 1 else None
     ctx.stats["sources"] = per_source
-    with tempfile.TemporaryDirectory(prefix="jobctl-sync-") as tmp:
+    with _work_dir(ctx) as tmp:
         # Fetch every source first (downloads, digests), then apply them all in one
         # transaction: a run that fails or is killed changes no table at all.
         fetched = []
@@ -136,10 +153,12 @@ def run(ctx: RunContext, sync_plan: SyncPlan | None = None) -> None:
             location = _location(source, day, plan_, ctx.settings)
             locations.append(location)
             ctx.source = ", ".join(locations)
-            fetched.append(_fetch(ctx, source, day, location, Path(tmp)))
+            fetched.append(_fetch(ctx, source, day, location, tmp))
+        ctx.check_lock()  # downloads can be long: stop before applying if the lock went
         try:
             with feed_transaction(ctx.db, dry_run=ctx.dry_run) as conn:
                 for item in fetched:
+                    ctx.check_lock()
                     per_source[item.source.name] = (
                         _unchanged(ctx, conn, item) if item.unchanged else _apply(ctx, conn, item)
                     )
@@ -160,6 +179,77 @@ def run(ctx: RunContext, sync_plan: SyncPlan | None = None) -> None:
                 )
 
 
+@contextlib.contextmanager
+def _work_dir(ctx: RunContext) -> Iterator[Path]:
+    """This run's download directory under the data dir, stale ones swept first."""
+    root = ctx.settings.data_dir / "downloads"
+    host = socket.gethostname()
+    mine = root / f"sync-{ctx.run_id}-{os.getpid()}-{host}"
+    try:
+        mine.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SourceError(
+            f"cannot create the download directory {mine}: {exc.strerror or exc} "
+            "(set data_dir in jobctl.toml or JOBCTL_DATA_DIR)",
+            transient=False,
+        ) from exc
+    _sweep(ctx, root, host, keep=mine)
+    try:
+        yield mine
+    finally:
+        shutil.rmtree(mine, ignore_errors=True)
+
+
+def _sweep(ctx: RunContext, root: Path, host: str, *, keep: Path) -> None:
+    """Remove what killed syncs left in ``root``.
+
+    A directory of this host is stale when its process is gone (a live one is kept,
+    however long its download); one of another host sharing the data dir, whose
+    processes cannot be seen from here, when it is older than STALE_DOWNLOADS.
+    """
+    cutoff = time.time() - STALE_DOWNLOADS.total_seconds()
+    swept = 0
+    for entry in root.glob("sync-*"):
+        if entry == keep:
+            continue
+        parts = entry.name.split("-", 3)  # sync, run id, pid, host (which may hold '-')
+        try:
+            if len(parts) == 4 and parts[3] == host:
+                stale = not _alive(int(parts[2]))
+            else:
+                stale = entry.stat().st_mtime < cutoff
+        except (OSError, ValueError):
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            swept += 1
+    if swept:
+        ctx.log.info("removed %d download directories left by killed syncs in %s", swept, root)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def _answer_check(source: SourceConfig) -> Callable[[Path], str | None] | None:
+    """``error_when``: a function telling the API's error message in a body (or None)."""
+    when = source.error_when
+    if not when:
+        return None
+
+    def check(path: Path) -> str | None:
+        with open_source(path) as stream:
+            return error_answer(stream, when, source.error_message, encoding=source.encoding)
+
+    return check
+
+
 @dataclass
 class _Fetched:
     """A source ready to apply: its file, or the reason it is known unchanged."""
@@ -171,6 +261,7 @@ class _Fetched:
     info: dict[str, Any]
     path: Path | None = None
     unchanged: str | None = None
+    day: date | None = None  # a query source's :date
 
 
 def _location(source: SourceConfig, day: date, plan: SyncPlan, settings: Settings) -> str:
@@ -178,6 +269,11 @@ def _location(source: SourceConfig, day: date, plan: SyncPlan, settings: Setting
         return str(plan.file.resolve())
     if plan.url is not None:
         return plan.url
+    if source.query is not None:
+        from jobctl.redact import redact_dsn
+
+        where = redact_dsn(source.database_url) if source.database_url else "the jobctl database"
+        return f"query on {where}"
     template = source.location
     filled = template.replace("{date}", day.isoformat())
     if source.path is not None:
@@ -196,6 +292,8 @@ def _fingerprint(source: SourceConfig) -> str:
         source.delimiter,
         sorted((source.fields or {}).items()),
         sorted((source.types or {}).items()),
+        *((source.exclude,) if source.exclude else ()),  # absent: older fingerprints hold
+        *((source.query, source.database_url) if source.query is not None else ()),
         source.date_dependent,
         source.complete,
     )
@@ -224,26 +322,43 @@ def _fetch(ctx: RunContext, source: SourceConfig, day: date, location: str, tmp:
         return _Fetched(source, table, partition, update, info, path, unchanged)
 
     update = StateUpdate(source=source.name, run_id=ctx.run_id, fingerprint=fingerprint)
+    if source.query is not None:
+        # Read while it is applied (streamed into the merge): a query has no digest or
+        # validator telling it unchanged; the merge counts the unchanged rows.
+        info["query"] = location
+        return _Fetched(source, table, partition, update, info, day=day)
     if location.startswith(("http://", "https://")):
-        from jobctl.sources.http import download
+        from jobctl.sources.http import ErrorAnswer, FetchFailed, download
 
         headers = dict(source.headers)
         if source.token:
             headers.setdefault("Authorization", f"Bearer {source.token}")
         use_validators = source.conditional and same_settings and not ctx.force
         ctx.log.info("%s: downloading", source.name)
-        result = download(
-            location,
-            tmp / f"{source.name}.feed",
-            headers=headers,
-            timeout=source.timeout.total_seconds(),
-            connect_timeout=source.connect_timeout.total_seconds(),
-            retries=source.retries,
-            backoff=source.backoff.total_seconds(),
-            etag=previous.etag if use_validators and previous else None,
-            last_modified=previous.last_modified if use_validators and previous else None,
-        )
-        info.update(http_status=result.status, bytes=result.bytes, attempts=result.attempts)
+        if ctx.progress is not None:
+            ctx.progress(source.name, 0, phase="downloading")
+        try:
+            result = download(
+                location,
+                tmp / f"{source.name}.feed",
+                headers=headers,
+                timeout=source.timeout.total_seconds(),
+                connect_timeout=source.connect_timeout.total_seconds(),
+                retries=source.retries,
+                backoff=source.backoff.total_seconds(),
+                etag=previous.etag if use_validators and previous else None,
+                last_modified=previous.last_modified if use_validators and previous else None,
+                check_body=_answer_check(source),
+                retry_check_failures=source.retry_on_error_body,
+            )
+        except FetchFailed as exc:
+            # the run row says how many requests a failed fetch made (README: Retries)
+            info["requests"] = exc.requests
+            ctx.stats.setdefault("sources", {})[source.name] = info
+            if isinstance(exc, ErrorAnswer):
+                raise SourceError(f"source {source.name}: {exc}", transient=exc.transient) from exc
+            raise
+        info.update(http_status=result.status, bytes=result.bytes, requests=result.requests)
         update = StateUpdate(
             source=source.name,
             run_id=ctx.run_id,
@@ -261,6 +376,14 @@ def _fetch(ctx: RunContext, source: SourceConfig, day: date, location: str, tmp:
         path = Path(location)
         if not path.is_file():
             raise JobError(f"{source.name}: feed file {location!r} does not exist")
+        check_answer = _answer_check(source)
+        answer = check_answer(path) if check_answer is not None else None
+        if answer is not None:
+            raise SourceError(
+                f"source {source.name}: the API answered an error: "
+                f"{answer or '(no message in the answer)'}",
+                transient=False,
+            )
         size = path.stat().st_size
         # A separate digest pass only when the feed may be unchanged (same size);
         # otherwise the digest is taken while the file is parsed.
@@ -301,10 +424,17 @@ def _unchanged(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[st
 def _apply(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[str, Any]:
     source, table, partition = item.source, item.table, item.partition
     update, info = item.update, item.info
-    assert item.path is not None
-    path = item.path
     reader = _Reader(source, ctx)
     started = time.monotonic()
+
+    def refused(errors: int, **more: Any) -> None:
+        # The failed run still says how many records were read, how many were bad and
+        # which: without that an operator could not tell what to fix.
+        info.update(records=reader.total, errors=errors, **more)
+        if reader.samples:
+            info["error_samples"] = reader.samples[:ERROR_SAMPLES]
+        ctx.stats.setdefault("sources", {})[source.name] = info
+        ctx.counters.add({"total": reader.total, "errors": errors})
 
     def check(stats: ApplyStats) -> None:
         errors = reader.errors + stats.duplicates
@@ -315,24 +445,40 @@ def _apply(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[str, A
                 for k in stats.duplicate_samples[: max(0, ERROR_SAMPLES - len(reader.samples))]
             )
         if total and errors / total > source.max_error_ratio:
-            # The failed run still says how many records were bad and which: without
-            # the samples an operator could not tell what to fix.
-            info.update(records=total, errors=errors, duplicates=stats.duplicates)
-            info["error_samples"] = reader.samples[:ERROR_SAMPLES]
-            ctx.stats.setdefault("sources", {})[source.name] = info
-            ctx.counters.add({"total": total, "errors": errors})
+            refused(errors, duplicates=stats.duplicates)
             raise JobError(
                 f"{source.name}: {errors} of {total} records are bad "
                 f"({errors / total:.1%} > max_error_ratio {source.max_error_ratio:.1%}); "
                 "nothing was applied"
             )
         if stats.distinct == 0 and stats.removed > 0:
+            refused(errors, duplicates=stats.duplicates)
             raise JobError(
                 f"{source.name}: the feed has no usable records; refusing to mark "
                 f"{stats.removed} rows removed (nothing was applied)"
             )
+        base = stats.active_before
+        if stats.removed and base and stats.removed / base > source.max_removed_ratio:
+            of = f"the {partition} rows" if partition else "its rows"
+            if not ctx.force:
+                # A complete feed that shrank this much is far more often a cut or
+                # broken export than a real mass removal.
+                refused(errors, would_remove=stats.removed, active_before=base)
+                raise JobError(
+                    f"{source.name}: the feed would mark {stats.removed} of {base} active "
+                    f"rows removed ({stats.removed / base:.1%} of {of} > max_removed_ratio "
+                    f"{source.max_removed_ratio:.0%}); nothing was applied. If they really "
+                    "left the feed, run again with --force (or raise max_removed_ratio)"
+                )
+            ctx.log.warning(
+                "%s: --force: marking %d of %d active rows removed (over max_removed_ratio %s)",
+                source.name,
+                stats.removed,
+                base,
+                f"{source.max_removed_ratio:.0%}",
+            )
 
-    digest = hashlib.sha256() if update.content_sha256 is None else None
+    digest = hashlib.sha256() if update.content_sha256 is None and source.query is None else None
 
     def final_state() -> StateUpdate:
         if digest is None:
@@ -342,14 +488,21 @@ def _apply(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[str, A
         return replace(update, content_sha256=digest.hexdigest())
 
     try:
-        with open_source(path, digest.update if digest is not None else None) as stream:
-            records = iter_records(
-                stream,
-                source.format,
-                record_path=source.record_path,
-                encoding=source.encoding,
-                delimiter=source.delimiter,
-            )
+        with contextlib.ExitStack() as opened:
+            if source.query is not None:
+                records = opened.enter_context(_query_records(ctx, item))
+            else:
+                assert item.path is not None
+                stream = opened.enter_context(
+                    open_source(item.path, digest.update if digest is not None else None)
+                )
+                records = iter_records(
+                    stream,
+                    source.format,
+                    record_path=source.record_path,
+                    encoding=source.encoding,
+                    delimiter=source.delimiter,
+                )
             stats = apply_feed(
                 conn,
                 table,
@@ -360,11 +513,14 @@ def _apply(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[str, A
                 check=check,
             )
     except (DocumentError, SourceError) as exc:
+        refused(reader.errors)
         if str(exc).startswith(f"{source.name}:"):
             raise
         named = type(exc)(f"{source.name}: {exc}; nothing was applied")
         named.transient = exc.transient
         raise named from exc
+    if ctx.progress is not None:  # merged; the run's one transaction commits next
+        ctx.progress(source.name, reader.total, phase="committing")
     elapsed = time.monotonic() - started
     errors = reader.errors + stats.duplicates
     ctx.counters.add(
@@ -377,12 +533,15 @@ def _apply(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[str, A
             "errors": errors,
         }
     )
+    if stats.restored:  # no ledger column of its own: records_updated stays real updates
+        ctx.stats["restored"] = ctx.stats.get("restored", 0) + stats.restored
     info.update(
         records=reader.total,
         new=stats.new,
         updated=stats.updated,
         unchanged=stats.unchanged,
         removed=stats.removed,
+        restored=stats.restored,
         errors=errors,
         duplicates=stats.duplicates,
         rows_sent=stats.sent,
@@ -394,7 +553,7 @@ def _apply(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[str, A
         info["error_samples"] = reader.samples[:ERROR_SAMPLES]
     verb = "would apply" if ctx.dry_run else "merged"
     ctx.log.info(
-        "%s: %s %d records in %.1fs: %d new, %d updated, %d unchanged, %d removed, %d errors",
+        "%s: %s %d records in %.1fs: %d new, %d updated, %d unchanged, %d removed, %d errors%s",
         source.name,
         verb,
         reader.total,
@@ -404,8 +563,36 @@ def _apply(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[str, A
         stats.unchanged,
         stats.removed,
         errors,
+        f", {stats.restored} restored (back after removal)" if stats.restored else "",
     )
     return info
+
+
+@contextlib.contextmanager
+def _query_records(ctx: RunContext, item: _Fetched) -> Iterator[Iterator[Item]]:
+    """The records of a query source's rows, streamed from its database."""
+    from jobctl.db.engine import Database, normalise_url
+    from jobctl.db.query import stream_query
+    from jobctl.sources.sql import parse_query, records_of
+
+    source = item.source
+    assert source.query is not None and item.day is not None
+    parsed = parse_query(source.query)
+    db = ctx.db if source.database_url is None else Database(normalise_url(source.database_url))
+    params = {"date": item.day} if "date" in parsed.params else {}
+    ctx.log.info("%s: running the %s", source.name, item.info["query"])
+    with stream_query(
+        db,
+        parsed.text,
+        params,
+        timezone=source.timezone,
+        statement_timeout=(
+            source.statement_timeout.total_seconds() if source.statement_timeout else None
+        ),
+        connect_timeout=source.connect_timeout.total_seconds(),
+        cursor_name=f"jobctl_sync_{ctx.run_id}",
+    ) as (columns, rows):
+        yield records_of(columns, rows)
 
 
 class _Reader:
@@ -418,7 +605,9 @@ class _Reader:
         self.errors = 0
         self.samples: list[dict[str, Any]] = []
         self.project = (
-            Projector(source.fields, source.types) if source.fields or source.types else None
+            Projector(source.fields, source.types, source.exclude)
+            if source.fields or source.types or source.exclude
+            else None
         )
         self.progress: Callable[..., None] | None = ctx.progress
         fields = source.fields or {}
@@ -439,10 +628,12 @@ class _Reader:
         next_report = time.monotonic() + every
         started = time.monotonic()
         total = 0
+        if self.progress is not None:
+            self.progress(self.source.name, 0, phase="reading")
         for item in records:
             total += 1
+            self.total = total  # also what a failed parse reports as read
             if total & 0xFFF == 0 and time.monotonic() >= next_report:
-                self.total = total
                 self._report(total, started)
                 next_report = time.monotonic() + every
             if isinstance(item, BadRecord):
@@ -472,7 +663,12 @@ class _Reader:
                     )
                 )
                 continue
-            data = canonical_bytes(record)
+            try:
+                data = canonical_bytes(record)
+            except UnstorableRecord as exc:
+                self.bad(BadRecord(total, str(exc), "/".join(key)))
+                yield key, None  # in the feed all the same: not removed
+                continue
             if b"\\u0000" in data:
                 self.bad(
                     BadRecord(
@@ -485,6 +681,8 @@ class _Reader:
                 continue
             yield key, data
         self.total = total
+        if self.progress is not None:  # all read and staged: the merge starts
+            self.progress(self.source.name, total, phase="applying")
 
     def _report(self, total: int, started: float) -> None:
         rate = total / max(time.monotonic() - started, 1e-6)

@@ -4,18 +4,22 @@ This is the only module of jobctl that imports httpx; every httpx exception is t
 here into :class:`~jobctl.errors.SourceError` (``transient`` says whether a later run may
 succeed) or :class:`~jobctl.errors.DocumentError`, with ``raise ... from exc``.
 
-Retry policy (per call, inside one jobctl run — the runner's own ``--retries`` are a
-second, outer layer):
+Retry policy (per call, inside one attempt of a jobctl run):
 
 * retried: connection errors, timeouts, a body cut short (``RemoteProtocolError``,
-  Content-Length mismatch), HTTP 5xx and 429;
+  Content-Length mismatch: a transport error, never a feed), HTTP 5xx and 429; an
+  error answered with HTTP 200 (``check_body``) only when ``retry_check_failures``;
 * not retried: other 4xx (``SourceError(transient=False)``), 3xx left unfollowed, bad
   URLs, local file-system errors;
 * wait: exponential backoff with full jitter (``uniform(0, min(max_backoff,
   backoff * 2**(n-1)))``), except that a ``Retry-After`` header (seconds or HTTP-date)
   on a 429/503 is honoured, capped at ``max_backoff``;
-* after ``retries`` retries (``retries + 1`` attempts) ``SourceError(transient=True)``
-  naming the last cause.
+* after ``retries`` retries (``retries + 1`` requests) :class:`FetchFailed` naming the
+  last cause and the number of requests. It is ``transient=False`` — the runner does
+  not repeat what was already retried here, so the two layers do not multiply — unless
+  ``retries`` is 0: a source without retries of its own leaves a passing failure to the
+  runner's ``retries`` (one request per runner attempt). Every failure after a request
+  was made is a :class:`FetchFailed` carrying ``requests``.
 
 Credentials: every message and log line carries :func:`~jobctl.redact.redact_url` of
 the URL, and cause texts are passed through :func:`~jobctl.redact.redact_text` with the
@@ -54,7 +58,14 @@ from jobctl import __version__
 from jobctl.errors import DocumentError, SourceError, UsageError
 from jobctl.redact import is_secret_name, redact_text, redact_url
 
-__all__ = ["FETCH_JSON_MAX_BYTES", "DownloadResult", "download", "fetch_json"]
+__all__ = [
+    "FETCH_JSON_MAX_BYTES",
+    "DownloadResult",
+    "ErrorAnswer",
+    "FetchFailed",
+    "download",
+    "fetch_json",
+]
 
 log = logging.getLogger("jobctl.sources")
 
@@ -83,6 +94,11 @@ class DownloadResult:
     bytes: int
     attempts: int
     sha256: str
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests made (one per attempt of this call)."""
+        return self.attempts
 
 
 # --------------------------------------------------------------------------- redaction
@@ -135,13 +151,46 @@ def _secrets_of(url: str, headers: Mapping[str, str] | None) -> list[str]:
     return [s for s in found if len(s) >= 4]
 
 
+class FetchFailed(SourceError):
+    """A GET failed after ``requests`` HTTP requests (the run's stats record the number)."""
+
+    def __init__(self, message: str, *, requests: int, transient: bool = False) -> None:
+        super().__init__(message, transient=transient)
+        self.requests = requests
+
+
+def _requests(n: int) -> str:
+    return "1 request" if n == 1 else f"{n} requests"
+
+
+class ErrorAnswer(FetchFailed):
+    """The server answered 2xx with a body that says it is an error (``check_body``).
+
+    ``answer`` is the API's own message (redacted); ``requests`` how many requests got it.
+    """
+
+    def __init__(self, answer: str, *, requests: int = 1, transient: bool = False) -> None:
+        tries = f" ({_requests(requests)})" if requests > 1 else ""
+        super().__init__(
+            f"the API answered an error: {answer}{tries}", requests=requests, transient=transient
+        )
+        self.answer = answer
+
+    @property
+    def attempts(self) -> int:
+        return self.requests
+
+
 class _Retryable(Exception):
     """One attempt failed in a way a retry may fix. ``reason`` is already redacted."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: str, *, retry_after: float | None = None, answer: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.answer = answer  # an error answer's message (see ErrorAnswer)
 
 
 # --------------------------------------------------------------------------- retry policy
@@ -201,7 +250,7 @@ def _run_with_retries(
         exc = outcome.exception() if outcome is not None else None
         wait = state.upcoming_sleep
         log.warning(
-            "GET %s failed (%s), attempt %d of %d; retrying in %.1fs",
+            "GET %s failed (%s), request %d of %d; retrying in %.1fs",
             shown_url,
             exc.reason if isinstance(exc, _Retryable) else type(exc).__name__,
             state.attempt_number,
@@ -218,6 +267,10 @@ def _run_with_retries(
         reraise=True,
     )
     attempts = 0
+    # Exhausted retries are not retried again by the runner: that would multiply the
+    # two budgets (and the waits). Only a source with no retries of its own hands a
+    # passing failure on to the runner's retries.
+    hand_over = retries == 0
     try:
         for attempt in retrying:
             with attempt:
@@ -225,10 +278,20 @@ def _run_with_retries(
                 result = attempt_once(attempts)
         return result, attempts
     except _Retryable as exc:
-        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
-        raise SourceError(
-            f"GET {shown_url} failed after {tries}: {exc.reason}", transient=True
+        if exc.answer is not None:
+            raise ErrorAnswer(exc.answer, requests=attempts, transient=hand_over) from exc
+        raise FetchFailed(
+            f"GET {shown_url} failed after {_requests(attempts)}: {exc.reason}",
+            requests=attempts,
+            transient=hand_over,
         ) from exc
+    except FetchFailed as exc:  # an error answer not to be retried
+        exc.requests = attempts
+        raise
+    except SourceError as exc:  # not retryable (a 4xx, an unwritable file): as it is
+        if attempts == 0:
+            raise
+        raise FetchFailed(str(exc), requests=attempts, transient=exc.transient) from exc
 
 
 # --------------------------------------------------------------------------- one request
@@ -349,6 +412,8 @@ def download(
     last_modified: str | None = None,
     client: httpx.Client | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    check_body: Callable[[Path], str | None] | None = None,
+    retry_check_failures: bool = False,
 ) -> DownloadResult:
     """GET ``url`` and stream the body to ``dest`` (via ``dest.part``, then an atomic rename).
 
@@ -362,6 +427,11 @@ def download(
     With ``etag`` / ``last_modified`` the request is conditional (If-None-Match /
     If-Modified-Since); a 304 returns ``not_modified=True, path=None`` and leaves
     ``dest`` untouched. Raises :class:`SourceError` (see the module docstring).
+
+    ``check_body`` sees every downloaded body (a file) before it becomes ``dest`` and
+    returns the API's message when the body is an error answer (else None): then
+    :class:`ErrorAnswer` is raised — after retries like a 5xx when
+    ``retry_check_failures``, at once (``transient=False``) otherwise.
     """
     _check_params(retries, backoff, max_backoff, timeout)
     dest = Path(dest)
@@ -402,10 +472,22 @@ def download(
         try:
             got = _stream_request(active, url, req_headers, tmo, shown, secrets, consume)
             if got[0] != 304:
+                _check_answer(part)
                 os.replace(part, dest)
             return got
         finally:
             part.unlink(missing_ok=True)
+
+    def _check_answer(body: Path) -> None:
+        answer = check_body(body) if check_body is not None else None
+        if answer is None:
+            return
+        answer = redact_text(answer, secrets)
+        answer = answer if len(answer) <= 300 else answer[:297] + "..."
+        shown_answer = answer or "(no message in the answer)"
+        if retry_check_failures:
+            raise _Retryable(f"the API answered an error: {shown_answer}", answer=shown_answer)
+        raise ErrorAnswer(shown_answer)
 
     active = client if client is not None else _make_client(timeout, connect_timeout)
     try:

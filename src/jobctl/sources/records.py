@@ -8,7 +8,6 @@ return one), so a sync counts and samples them and goes on.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -25,8 +24,10 @@ __all__ = [
     "TYPES",
     "BadRecord",
     "Projector",
+    "UnstorableRecord",
     "canonical_bytes",
     "canonical_hash",
+    "exact_float",
     "extract_key",
     "project",
 ]
@@ -55,33 +56,106 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
+# --------------------------------------------------------------------------- numbers
+#
+# A number is kept exactly as written. The parsers give ``int`` for integers (any size),
+# ``float`` only where the double *is* the written value (orjson's fast path, checked by
+# :func:`jobctl.sources.parse` — see ``_risky``), and ``Decimal`` otherwise (ijson with
+# ``use_float=False``, the exact fallback parse). Whatever the parser, a number gets the
+# same canonical text: a Decimal whose value a double holds exactly as its shortest repr
+# is written as that double (so ordinary numbers keep the bytes — and the hashes — they
+# had when every fraction was a float), any other one as its exact decimal text.
+
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
+# PostgreSQL numeric: up to 131072 digits before the point, 16383 after it.
+_NUMERIC_MAX_ADJUSTED = 131071
+_NUMERIC_MIN_EXPONENT = -16383
+
+
+def exact_float(value: Decimal) -> float | None:
+    """The float that is exactly ``value`` as written (its shortest repr), else None.
+
+    ``Decimal("0.1")`` → ``0.1``, ``Decimal("1.50")`` → ``1.5``, ``Decimal("1E+3")`` →
+    ``1000.0``; ``Decimal("12345678901234567.89")``, ``Decimal("1E+400")`` → None.
+    """
+    if not value.is_finite():
+        return None
+    number = float(value)
+    shortest = repr(number)
+    if shortest == str(value):  # the common case, without building another Decimal
+        return number
+    return number if Decimal(shortest) == value else None
+
+
+class UnstorableRecord(ValueError):
+    """A record that has no canonical JSON (a number beyond PostgreSQL's numeric range, a
+    string that is not valid Unicode): a record error, never a failed sync."""
+
+
 # --------------------------------------------------------------------------- hashing
 
 _HASH_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 def _hash_default(value: Any) -> Any:
+    if type(value) is Decimal:
+        number = exact_float(value)
+        if number is not None:
+            return number
+        if not value.is_finite():
+            raise UnstorableRecord(f"the number {value} is not finite")
+        exponent = value.as_tuple().exponent
+        if value.adjusted() > _NUMERIC_MAX_ADJUSTED or (
+            isinstance(exponent, int) and exponent < _NUMERIC_MIN_EXPONENT
+        ):
+            raise UnstorableRecord(
+                f"the number {_show_number(value)} is beyond PostgreSQL's numeric range"
+            )
+        return orjson.Fragment(str(value))
     if isinstance(value, Mapping):
         return dict(value)
-    if isinstance(value, Decimal):
-        return str(value)
     if isinstance(value, set | frozenset):
         return sorted(value, key=repr)
     raise TypeError(f"cannot hash a {type(value).__name__}")
 
 
+def _show_number(value: Decimal) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-12:]}"
+
+
+def _wide_ints(value: Any) -> Any:
+    """``value`` with integers beyond 64 bits as exact JSON fragments (orjson refuses them)."""
+    if type(value) is int:
+        if _INT64_MIN <= value <= _UINT64_MAX:
+            return value
+        return orjson.Fragment(str(value))
+    if isinstance(value, Mapping):
+        return {k: _wide_ints(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_wide_ints(v) for v in value]
+    return value
+
+
 def canonical_bytes(record: Mapping[str, Any]) -> bytes:
-    """The record's canonical JSON (keys sorted, compact, UTF-8): what is hashed and stored."""
+    """The record's canonical JSON (keys sorted, compact, UTF-8): what is hashed and stored.
+
+    Raises :class:`UnstorableRecord` for a record that has none.
+    """
     try:
         return orjson.dumps(record, default=_hash_default, option=_HASH_OPTS)
-    except orjson.JSONEncodeError:
-        return json.dumps(
-            record,
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            default=_hash_default,
-        ).encode("utf-8")
+    except orjson.JSONEncodeError as exc:
+        if isinstance(exc.__cause__, UnstorableRecord):
+            raise exc.__cause__ from None
+        if "64-bit" not in str(exc):
+            raise UnstorableRecord(f"the record cannot be written as JSON: {exc}") from None
+    try:  # rare: an integer beyond 64 bits, written exactly (not through a float)
+        return orjson.dumps(_wide_ints(record), default=_hash_default, option=_HASH_OPTS)
+    except orjson.JSONEncodeError as exc:
+        if isinstance(exc.__cause__, UnstorableRecord):
+            raise exc.__cause__ from None
+        raise UnstorableRecord(f"the record cannot be written as JSON: {exc}") from None
 
 
 def canonical_hash(record: Mapping[str, Any]) -> bytes:
@@ -92,12 +166,12 @@ def canonical_hash(record: Mapping[str, Any]) -> bytes:
     which matters at a quarter of a million records a sync.
 
     Two records that are equal as JSON up to key order hash equal, nested objects
-    included. Numbers are hashed as parsed: ``1`` (int) and ``1.0`` (float) hash
-    *differently* — this is deliberate: normalising would need a Python walk over every
-    value (several µs a record), parsing is deterministic so an unchanged feed still
-    hashes the same, and a feed that switches ``1`` to ``1.0`` has changed the data
-    it publishes (jsonb keeps the difference too). ``Decimal`` hashes as its string.
-    Integers beyond 64 bits (which orjson refuses) fall back to the stdlib encoder.
+    included. Numbers are hashed as written, in the canonical text of the section
+    above: ``1`` (int) and ``1.0`` hash *differently* — this is deliberate:
+    normalising would need a Python walk over every value (several µs a record),
+    parsing is deterministic so an unchanged feed still hashes the same, and a feed
+    that switches ``1`` to ``1.0`` has changed the data it publishes (jsonb keeps the
+    difference too). ``1.50`` and ``1.5`` hash alike (the same double, shortest repr).
     """
     return xxhash.xxh3_128_digest(canonical_bytes(record))
 
@@ -121,7 +195,10 @@ def _to_text(v: Any) -> Any:
         return v
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, int | float | Decimal):
+    if isinstance(v, Decimal):
+        number = exact_float(v)
+        return str(v) if number is None else str(number)
+    if isinstance(v, int | float):
         return str(v)
     return orjson.dumps(v, option=_HASH_OPTS, default=_hash_default).decode()
 
@@ -141,6 +218,10 @@ def _to_int(v: Any) -> Any:
         if v.is_integer():
             return int(v)
         raise _CoerceError
+    if isinstance(v, Decimal):
+        if v.is_finite() and v == v.to_integral_value():
+            return int(v)
+        raise _CoerceError
     if isinstance(v, str):
         s = v.strip()
         if _INT_RE.fullmatch(s):
@@ -155,17 +236,29 @@ def _to_int(v: Any) -> Any:
 
 
 def _to_float(v: Any) -> Any:
+    """A float where a double holds the value exactly, else the exact Decimal.
+
+    ``"12345678901234567.89"`` stays that number (jsonb numeric), not 12345678901234568.
+    """
     if _blank(v):
         return None
     if isinstance(v, bool):
         raise _CoerceError
-    if isinstance(v, int | float):
+    if isinstance(v, float):
+        f = v
+    elif isinstance(v, int):
         f = float(v)
-    elif isinstance(v, str):
+        if f != v:  # beyond 2**53: the double would not be this integer
+            return Decimal(v)
+    elif isinstance(v, Decimal | str):
         try:
-            f = float(v.strip())
-        except ValueError:
+            exact = Decimal(v.strip()) if isinstance(v, str) else v
+        except ArithmeticError:
             raise _CoerceError from None
+        if not exact.is_finite():
+            raise _CoerceError
+        number = exact_float(exact)
+        return exact if number is None else number
     else:
         raise _CoerceError
     if not math.isfinite(f):
@@ -211,9 +304,9 @@ def _to_date(v: Any) -> Any:
 def _to_timestamp(v: Any) -> Any:
     if _blank(v):
         return None
-    if isinstance(v, int | float) and not isinstance(v, bool):
+    if isinstance(v, int | float | Decimal) and not isinstance(v, bool):
         try:
-            return dt.datetime.fromtimestamp(v, dt.UTC).isoformat()
+            return dt.datetime.fromtimestamp(float(v), dt.UTC).isoformat()
         except (OverflowError, OSError, ValueError):
             raise _CoerceError from None
     if not isinstance(v, str):
@@ -268,7 +361,9 @@ class Projector:
 
     ``fields`` maps target name → source field (dotted paths ``a.b`` / ``a.0`` reach into
     nested objects and arrays; a flat key containing dots wins). A missing source field
-    gives ``None``. Without ``fields`` the record's own fields are kept (a shallow copy).
+    gives ``None``. Without ``fields`` the record's own fields are kept (a shallow copy),
+    but for the top-level names in ``exclude`` (volatile columns: an export's row index
+    ``""``, CKAN's ``_id``); ``fields`` and ``exclude`` are exclusive.
     ``types`` maps target name → one of ``text int float bool date timestamp``;
     ``None`` and, for non-text types, blank strings become ``None``; ``date`` and
     ``timestamp`` values are returned as ISO-8601 strings (JSON-ready). A value that
@@ -276,8 +371,14 @@ class Projector:
     """
 
     def __init__(
-        self, fields: Mapping[str, str] | None = None, types: Mapping[str, str] | None = None
+        self,
+        fields: Mapping[str, str] | None = None,
+        types: Mapping[str, str] | None = None,
+        exclude: Sequence[str] = (),
     ) -> None:
+        if fields is not None and exclude:
+            raise UsageError("give fields or exclude, not both")
+        self._exclude = frozenset(exclude)
         self._fields = (
             [(target, _getter(source)) for target, source in fields.items()]
             if fields is not None
@@ -296,7 +397,11 @@ class Projector:
 
     def __call__(self, record: Mapping[str, Any], position: int = 0) -> dict[str, Any] | BadRecord:
         if self._fields is None:
-            out = dict(record)
+            if self._exclude:
+                drop = self._exclude
+                out = {k: v for k, v in record.items() if k not in drop}
+            else:
+                out = dict(record)
         else:
             out = {}
             for target, get in self._fields:
@@ -335,7 +440,12 @@ def _key_text(value: Any) -> str | None:
             raise TypeError
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, Decimal):
-        return str(int(value)) if value == value.to_integral_value() else str(value)
+        if not value.is_finite():
+            raise TypeError
+        if value == value.to_integral_value():
+            return str(int(value))
+        number = exact_float(value)  # the same key as the float another format gives
+        return str(value) if number is None else repr(number)
     raise TypeError
 
 

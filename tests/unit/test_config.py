@@ -1,0 +1,758 @@
+"""Configuration: every bad value is a ConfigError / UsageError naming its origin.
+
+Origins are the key and the file (``jobctl.toml: jobs.sync.timeout: …``), the
+environment variable (``environment: JOBCTL_SYNC_TIMEOUT: …``), the ``.env`` file and
+line, or the command-line option. Property tests feed the parsers (durations, dates,
+``--param``, database URLs, whole TOML documents and environment overrides) arbitrary
+values: the only exceptions that may come out are UsageError and its ConfigError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import re
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+from jobctl.cli.options import duration, parse_params
+from jobctl.config import (
+    MAX_LOG_TAIL_LINES,
+    MAX_RETRIES,
+    check_database_url,
+    check_timezone,
+    load_env,
+    load_settings,
+)
+from jobctl.db.engine import normalise_url
+from jobctl.durations import MAX_DATE, MAX_SECONDS, MIN_DATE, parse_date, parse_duration
+from jobctl.errors import ConfigError, UsageError
+
+ENV = {"HOME": "/nonexistent"}
+HUNDRED_YEARS = timedelta(seconds=MAX_SECONDS)
+#: no per-example deadline (the machine is shared and loaded); the tests that write
+#: a config reuse one tmp_path for all their examples, which is fine here
+relaxed = settings(deadline=None)
+with_tmp = [HealthCheck.function_scoped_fixture]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "jobctl.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load(tmp_path: Path, text: str, **environ: str) -> Any:
+    return load_settings(config_path=write(tmp_path, text), environ={**ENV, **environ})
+
+
+def toml(value: Any) -> str:
+    """A TOML literal for a Python value (enough of TOML for these tests)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, (int, date, datetime, time)):
+        return value.isoformat() if not isinstance(value, int) else str(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON string escapes are valid in TOML basic strings
+    if isinstance(value, list):
+        return "[" + ", ".join(toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml(v)}" for k, v in value.items()) + "}"
+    raise TypeError(value)
+
+
+# --- durations -----------------------------------------------------------------
+
+DURATION_KEYS = [
+    ("jobs.sync", "timeout"),
+    ("jobs.sync", "retry_delay"),
+    ("jobs.sync", "catchup_window"),
+    ("jobs.sync", "misfire_grace"),
+    ("", "heartbeat"),
+]
+HOSTILE_DURATIONS = [
+    ("inf", "not a finite number"),
+    ("-inf", "not a finite number"),
+    ("nan", "not a finite number"),
+    ("-5", "negative"),
+    ("-0.5", "negative"),
+    ("1e308", "too long"),
+    ('"99999999999d"', "too long"),
+    ('"' + "9" * 400 + 's"', "too long"),
+    ('"-5s"', "not a duration"),
+    ('"inf s"', "not a duration"),
+    ('"5"', "not a duration"),
+    ('"٣s"', "not a duration"),  # a Unicode digit is not a digit here
+    ("true", "not a duration"),
+    ("[1]", "not a duration"),
+    ("1979-05-27", "not a duration"),
+]
+
+
+def _table(table: str, key: str, value: str) -> str:
+    return f"[{table}]\n{key} = {value}\n" if table else f"{key} = {value}\n"
+
+
+@pytest.mark.parametrize(("table", "key"), DURATION_KEYS)
+@pytest.mark.parametrize(("value", "reason"), HOSTILE_DURATIONS)
+def test_a_hostile_duration_names_key_and_file(
+    tmp_path: Path, table: str, key: str, value: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, _table(table, key, value))
+    full_key = f"{table}.{key}" if table else key
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'jobctl.toml'}: {full_key}: duration ")
+    assert reason in message
+    assert "\n" not in message and len(message) < 250
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "zero_ok"),
+    [
+        ("jobs.sync", "timeout", False),  # every run would time out at once
+        ("jobs.sync", "misfire_grace", False),  # every tick would be late
+        ("", "heartbeat", False),  # a busy loop
+        ("jobs.sync", "retry_delay", True),  # retry at once
+        ("jobs.sync", "catchup_window", True),  # catch nothing up
+    ],
+)
+@pytest.mark.parametrize("zero", ["0", '"0s"', "0.0", "-0.0", '"0.0000001s"'])
+def test_zero_only_where_it_means_something(
+    tmp_path: Path, table: str, key: str, zero_ok: bool, zero: str
+) -> None:
+    text = _table(table, key, zero)
+    if zero_ok:
+        settings_ = load(tmp_path, text)
+        value = getattr(settings_.job("sync"), key)
+        assert value == timedelta(0)
+    else:
+        with pytest.raises(ConfigError, match="must be more than zero"):
+            load(tmp_path, text)
+
+
+def test_a_toml_number_is_seconds(tmp_path: Path) -> None:
+    s = load(tmp_path, '[jobs.sync]\ntimeout = 90\nretry_delay = 1.5\nmisfire_grace = "2h"\n')
+    job = s.job("sync")
+    assert (job.timeout, job.retry_delay) == (timedelta(seconds=90), timedelta(seconds=1.5))
+    assert job.misfire_grace == timedelta(hours=2)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90s", timedelta(seconds=90)),
+        (" 5m ", timedelta(minutes=5)),
+        ("1.5h", timedelta(minutes=90)),
+        ("250ms", timedelta(milliseconds=250)),
+        ("2w", timedelta(weeks=2)),
+        ("36500d", timedelta(days=36500)),
+        (36500 * 86400, timedelta(days=36500)),
+    ],
+)
+def test_durations_that_are_accepted(text: object, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize(
+    "value", [math.inf, -math.inf, math.nan, -1, 10**400, 1e308, "36501d", True, None, b"5s"]
+)
+def test_durations_that_are_refused(value: object) -> None:
+    with pytest.raises(UsageError, match=r"^duration "):
+        parse_duration(value)
+
+
+def test_an_environment_override_is_named_as_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, '[jobs.sync]\ntimeout = "5m"\n', JOBCTL_SYNC_TIMEOUT="0s")
+    assert str(caught.value).startswith("environment: JOBCTL_SYNC_TIMEOUT: duration '0s'")
+    assert "jobctl.toml" not in str(caught.value)
+
+
+def test_a_dotenv_override_is_named_as_the_variable_in_that_file(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("JOBCTL_SNAPSHOT_RETRY_DELAY=-1s\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ=ENV)  # no jobctl.toml: the override alone
+    assert str(caught.value).startswith(".env: JOBCTL_SNAPSHOT_RETRY_DELAY: duration '-1s'")
+
+
+# --- other settings: messages say what is accepted, values named by origin --------
+
+
+def _accepted_words(message: str) -> list[str]:
+    listed = re.search(r"\(([^)]*)\)", message)
+    assert listed, message
+    return [w for pair in listed.group(1).split(", ") for w in pair.split("/")]
+
+
+@pytest.mark.parametrize("bad", ["2", "-1", '""', '"maybe"', "1.0", "[]", '"truee"'])
+def test_enabled_accepts_exactly_what_its_message_lists(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, f"[jobs.sync]\nenabled = {bad}\n")
+    message = str(caught.value)
+    assert "jobs.sync.enabled" in message
+    words = _accepted_words(message)
+    assert {"true", "false", "1", "0"} <= set(words)
+    for i, word in enumerate(words):
+        expected = i % 2 == 0  # listed as true-ish/false-ish pairs
+        as_string = load(tmp_path, f'[jobs.sync]\nenabled = "{word.upper()}"\n')
+        assert as_string.job("sync").enabled is expected, word
+        as_env = load(tmp_path, "", JOBCTL_SYNC_ENABLED=f" {word} ")
+        assert as_env.job("sync").enabled is expected, word
+        if word in ("true", "false", "1", "0"):  # TOML booleans and integers
+            as_toml = load(tmp_path, f"[jobs.sync]\nenabled = {word}\n")
+            assert as_toml.job("sync").enabled is expected, word
+
+
+def test_a_top_level_variable_is_blamed_not_the_file(tmp_path: Path) -> None:
+    text = 'scheduler = "cron"\ntimezone = "UTC"\n'
+    for var, value, needle in [
+        ("JOBCTL_SCHEDULER", "bogus", "'bogus' is not one of systemd, cron, k8s"),
+        ("JOBCTL_TIMEZONE", "Mars/Olympus", "'Mars/Olympus' is not a known IANA zone"),
+        ("DATABASE_URL", "mysql://u@h/db", "is not a PostgreSQL URL"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            load(tmp_path, text, **{var: value})
+        assert str(caught.value).startswith(f"environment: {var}: "), var
+        assert needle in str(caught.value)
+        assert "jobctl.toml" not in str(caught.value)
+    # and a bad value in the file is still blamed on the file
+    with pytest.raises(ConfigError, match=r"jobctl\.toml: scheduler: 'bogus'"):
+        load(tmp_path, 'scheduler = "bogus"\n')
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("log_tail_lines", str(MAX_LOG_TAIL_LINES + 1), "from 0 to"),
+        ("log_tail_lines", "-1", "from 0 to"),
+        ("log_tail_lines", "99999999999999999999999999", "from 0 to"),
+        ("log_tail_lines", "1.5", "from 0 to"),
+        ("timezone", "5", "is not a time zone name"),
+        ("timezone", '"../../etc/passwd"', "is not a known IANA zone"),
+        ("timezone", '"' + "x" * 5000 + '"', "is not a known IANA zone"),
+        ("scheduler", "[]", "is not one of systemd"),
+        ("jobs_module", "false", "is not a string"),
+        ("data_dir", '"a\\u0000b"', "NUL"),
+    ],
+)
+def test_top_level_values(tmp_path: Path, key: str, value: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, f"{key} = {value}\n")
+    assert str(caught.value).startswith(f"{tmp_path / 'jobctl.toml'}: {key}: ")
+    assert needle in str(caught.value)
+    assert len(str(caught.value)) < 250  # a 5000-character value is shown cut
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ("retries = -1", "jobs.sync.retries: -1 is not a whole number from 0 to 100"),
+        (f"retries = {MAX_RETRIES + 1}", "is not a whole number"),
+        ('retries = "٣"', "is not a whole number"),
+        ("timezone = 0", "jobs.sync.timezone: 0 is not a time zone name"),
+        ('catchup = "sometimes"', "'sometimes' is not one of latest, all, none"),
+        ("params = { a = [1] }", "jobs.sync.params.a: [1] is not a string, number, boolean"),
+        ('params = { a = "x\\u0000y" }', "jobs.sync.params.a: 'x\\x00y' contains a NUL"),
+        ("params = 3", "jobs.sync.params: must be a table"),
+    ],
+)
+def test_job_values(tmp_path: Path, line: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load(tmp_path, f"[jobs.sync]\n{line}\n")
+
+
+def test_params_keep_scalars_as_text(tmp_path: Path) -> None:
+    s = load(
+        tmp_path, '[jobs.sync.params]\nregion = "eu"\ndays = 3\nratio = 0.5\nfrom = 2026-01-02\n'
+    )
+    assert s.job("sync").params == {
+        "region": "eu",
+        "days": "3",
+        "ratio": "0.5",
+        "from": "2026-01-02",
+    }
+
+
+# --- .env -------------------------------------------------------------------------
+
+
+def test_a_malformed_dotenv_line_is_a_config_error_naming_file_and_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env_file = tmp_path / "prod.env"
+    env_file.write_text('OK=1\n# a comment\n\nAPI_TOKEN="s3cr3t-unterminated\nLATER=2\n')
+    with caplog.at_level(logging.DEBUG), pytest.raises(ConfigError) as caught:
+        load_env(env_file, {})
+    assert str(caught.value).startswith(f"{env_file}: line 4: python-dotenv cannot parse")
+    assert "s3cr3t" not in str(caught.value)  # the line may hold a secret
+    assert not [r for r in caplog.records if "could not parse" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [("this is bad\n", 1), ("A=1\n\n\nnot valid here\n", 4), ("A=1\r\nB='x\r\n", 2)],
+)
+def test_dotenv_error_line_numbers(tmp_path: Path, text: str, line: int) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_bytes(text.encode())
+    with pytest.raises(ConfigError, match=f": line {line}: "):
+        load_env(env_file, {})
+
+
+def test_a_wellformed_dotenv_loads_with_the_real_environment_winning(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "# comment\nexport A=1\nB='two words'\nC=\"multi\nline\"\nD=${A}x\nBARE\nE=\n"
+    )
+    env = load_env(env_file, {"A": "real"})
+    assert env["A"] == "real" and env["B"] == "two words" and env["C"] == "multi\nline"
+    assert env["D"] == "1x" and env["E"] == "" and "BARE" not in env
+
+
+def test_a_dotenv_that_is_not_utf8_or_not_a_file(tmp_path: Path) -> None:
+    (tmp_path / "latin1.env").write_bytes(b"A=caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin1.env: is not UTF-8 text"):
+        load_env(tmp_path / "latin1.env", {})
+    with pytest.raises(UsageError, match="is not a file"):
+        load_env(tmp_path, {})
+    with pytest.raises(UsageError, match="does not exist"):
+        load_env(tmp_path / "missing.env", {})
+
+
+# --- the config file itself ---------------------------------------------------------
+
+
+def test_without_a_config_file_the_error_says_where_it_looked(tmp_path: Path) -> None:
+    s = load_settings(environ=ENV)  # cwd is tmp_path (conftest), no jobctl.toml there
+    assert s.config_path is None and s.looked_for == tmp_path / "jobctl.toml"
+    message = str(s.nothing_configured("sources", "[sources.NAME]"))
+    assert message.startswith(f"no config file: looked for {tmp_path / 'jobctl.toml'} ")
+    assert "--config or JOBCTL_CONFIG" in message
+    with_file = load(tmp_path, "")
+    assert str(with_file.nothing_configured("sources", "[sources.NAME]")) == (
+        f"no sources are configured: add a [sources.NAME] table to {tmp_path / 'jobctl.toml'}"
+    )
+
+
+def test_an_explicit_config_that_is_missing_or_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        load_settings(config_path=tmp_path / "nope.toml", environ=ENV)
+    with pytest.raises(UsageError, match="is not a file"):
+        load_settings(config_path=tmp_path, environ=ENV)
+    with pytest.raises(UsageError, match="does not exist"):
+        load_settings(environ={**ENV, "JOBCTL_CONFIG": str(tmp_path / "nope.toml")})
+
+
+# --- database URLs --------------------------------------------------------------------
+
+BAD_URLS = [
+    ("postgresql://u:pw1234@[::1/db", "Invalid IPv6 URL"),
+    ("postgresql://u:pw1234@h:abc/db", "Port could not be cast"),
+    ("postgresql://u:pw1234@h:99999999/db", "Port out of range"),
+    ("mysql://u:pw1234@h/db", "is not a PostgreSQL URL"),
+    ("host=h password=pw1234", "is not a PostgreSQL URL"),
+]
+
+
+@pytest.mark.parametrize(("url", "needle"), BAD_URLS)
+def test_a_bad_database_url_in_the_file_is_named_and_redacted(
+    tmp_path: Path, url: str, needle: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, f"database_url = {json.dumps(url)}\n")
+    assert str(caught.value).startswith(f"{tmp_path / 'jobctl.toml'}: database_url: ")
+    assert needle in str(caught.value) and "pw1234" not in str(caught.value)
+
+
+def test_the_option_is_named_unless_the_value_came_from_the_variable(tmp_path: Path) -> None:
+    url = "postgresql://u:pw1234@[::1/db"
+    with pytest.raises(ConfigError, match=r"^--database-url: "):
+        load_settings(database_url=url, environ=ENV)
+    with pytest.raises(ConfigError, match=r"^environment: DATABASE_URL: "):
+        load_settings(database_url=url, environ={**ENV, "DATABASE_URL": url})
+    (tmp_path / ".env").write_text(f"DATABASE_URL={url}\n")
+    with pytest.raises(ConfigError, match=r"^.env: DATABASE_URL: "):
+        load_settings(environ=ENV)
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        *BAD_URLS[:4],
+        ("postgresql://u:pw1234@127.0.0.1/db?foo=bar", 'invalid URI query parameter: "foo"'),
+        ("postgresql://u:pw1234@%zz/db", "invalid percent-encoded token"),
+        ("postgresql://u:pw1234@[::1/db?x", "IPv6"),
+    ],
+)
+def test_normalise_url_refuses_what_libpq_or_sqlalchemy_would(url: str, needle: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        normalise_url(url)
+    assert needle in str(caught.value)
+    assert "pw1234" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "normal"),
+    [
+        ("postgres://u@h/db", "postgresql://u@h/db"),
+        ("postgresql+psycopg://u:p@h:5433/db", "postgresql://u:p@h:5433/db"),
+        ("postgresql:///db?host=/tmp/sock", "postgresql:///db?host=/tmp/sock"),
+        (
+            "postgresql://u@[::1]:5432/db?sslmode=disable",
+            "postgresql://u@[::1]:5432/db?sslmode=disable",
+        ),
+    ],
+)
+def test_normalise_url_accepts_good_urls(url: str, normal: str) -> None:
+    assert normalise_url(url) == normal
+    assert check_database_url(url, key="database_url", origin=None) == url
+
+
+def test_check_timezone_refuses_anything_but_a_zone_name() -> None:
+    for value in (None, 5, ["UTC"], "", "UTC ", "a\x00b", "/etc/localtime"):
+        with pytest.raises(ConfigError):
+            check_timezone(value, key="timezone", origin="f")
+    assert check_timezone("America/Toronto", key="timezone", origin="f") == "America/Toronto"
+
+
+# --- --param and CLI durations ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        (["a=1", " b =x=y", "c="], {"a": "1", "b": "x=y", "c": ""}),
+        (["a=1", "a=2"], {"a": "2"}),
+        (["k= spaced "], {"k": " spaced "}),
+    ],
+)
+def test_params_that_parse(items: list[str], expected: dict[str, str]) -> None:
+    assert parse_params(items) == expected
+
+
+@pytest.mark.parametrize("item", ["novalue", "=1", "  =1", "", "a=\x00", "a=\udcff"])
+def test_params_that_are_refused(item: str) -> None:
+    with pytest.raises(UsageError, match=r"^--param "):
+        parse_params([item])
+
+
+def test_cli_durations_zero_where_meaningless() -> None:
+    for option in ("--timeout", "--since"):
+        with pytest.raises(UsageError, match=f"^{option} '0s' must be more than zero"):
+            duration("0s", option)
+    assert duration("0s", "--retry-delay") == timedelta(0)
+    assert duration("0s", "--wait-timeout") == timedelta(0)
+    assert duration(None, "--timeout") is None
+    with pytest.raises(UsageError, match="too long"):
+        duration("99999999999d", "--wait-timeout")
+
+
+# --- dates ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("2026-02-30", "is not a valid date"),
+        ("0000-01-01", "is not a valid date"),
+        ("0001-01-01", "out of range"),
+        ("9999-12-31", "out of range"),
+        ("２０２６-01-01", "is not an ISO date"),
+        ("2026-1-1", "is not an ISO date"),
+        ("20260101", "is not an ISO date"),
+    ],
+)
+def test_dates_that_are_refused(text: str, needle: str) -> None:
+    with pytest.raises(UsageError, match=needle):
+        parse_date(text, what="--date")
+
+
+# --- property tests: never anything but a UsageError ----------------------------------------
+
+scalars = st.one_of(
+    st.text(max_size=30),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.dates(),
+    st.datetimes(),
+    st.times(),
+)
+toml_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+duration_texts = st.one_of(
+    st.text(max_size=30),
+    st.builds(
+        lambda sign, n, unit, pad: f"{pad}{sign}{n}{unit}{pad}",
+        st.sampled_from(["", "-", "+"]),
+        st.one_of(
+            st.integers(min_value=0, max_value=10**30).map(str),
+            st.floats().map(lambda f: str(abs(f))),
+            st.text(alphabet="0123456789.eE", max_size=12),
+        ),
+        st.sampled_from(["ms", "s", "m", "h", "d", "w", "", "y", "S", " s", "sec"]),
+        st.sampled_from(["", " ", "\t", "\n"]),
+    ),
+)
+
+
+@relaxed
+@given(st.one_of(duration_texts, toml_values), st.booleans())
+@example("inf", True)
+@example(math.nan, True)
+@example(-0.0, False)
+def test_parse_duration_returns_a_safe_value_or_a_usage_error(
+    value: object, allow_zero: bool
+) -> None:
+    try:
+        delta = parse_duration(value, what="duration", allow_zero=allow_zero)
+    except UsageError as exc:
+        assert str(exc).startswith("duration ") and "\n" not in str(exc)
+        assert len(str(exc)) < 200
+        return
+    assert timedelta(0) <= delta <= HUNDRED_YEARS
+    assert allow_zero or delta > timedelta(0)
+    now = datetime.now()
+    assert now - delta <= now <= now + delta  # usable in arithmetic without overflow
+
+
+@relaxed
+@given(
+    st.integers(min_value=0, max_value=10**6),
+    st.sampled_from(["ms", "s", "m", "h", "d", "w"]),
+)
+def test_every_number_and_unit_within_100_years_is_that_many_seconds(n: int, unit: str) -> None:
+    seconds = n * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
+    assume(seconds <= MAX_SECONDS)
+    assert parse_duration(f"{n}{unit}") == timedelta(seconds=seconds)
+
+
+@relaxed
+@given(st.one_of(st.text(max_size=20), st.dates().map(date.isoformat), toml_values))
+@example("9998-12-31")
+@example("1000-01-01")
+def test_parse_date_returns_a_safe_date_or_a_usage_error(text: object) -> None:
+    try:
+        day = parse_date(text, what="--date")
+    except UsageError as exc:
+        assert str(exc).startswith("--date ") and "\n" not in str(exc)
+        return
+    assert MIN_DATE <= day <= MAX_DATE
+    # a week or month around the date, and its midnight anywhere, are valid too
+    assert day - timedelta(days=40) < day < day + timedelta(days=40)
+    for zone in ("Pacific/Kiritimati", "Etc/GMT+12"):
+        midnight = datetime.combine(day, time(), ZoneInfo(zone))
+        assert midnight.astimezone(UTC).date() - day in (timedelta(-1), timedelta(0), timedelta(1))
+
+
+@relaxed
+@given(st.dates(min_value=MIN_DATE, max_value=MAX_DATE))
+def test_every_date_in_range_round_trips(day: date) -> None:
+    assert parse_date(day.isoformat()) == day
+    assert parse_date(f" {day.isoformat()}\n") == day
+
+
+param_items = st.one_of(
+    st.text(max_size=20),
+    st.builds(lambda k, v: f"{k}={v}", st.text(max_size=10), st.text(max_size=10)),
+)
+
+
+@relaxed
+@given(st.lists(param_items, max_size=5))
+@example(["a=\udcff"])
+@example(["=x"])
+def test_parse_params_returns_a_dict_or_a_usage_error(items: list[str]) -> None:
+    try:
+        params = parse_params(items)
+    except UsageError as exc:
+        assert str(exc).startswith("--param ")
+        return
+    # every item was KEY=VALUE with a key; the last one of each key wins
+    expected = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        expected[key.strip()] = value
+    assert params == expected
+    assert all(k and "\x00" not in k + v for k, v in params.items())
+    json.dumps(params).encode("utf-8")  # storable as jsonb text
+
+
+url_parts = st.builds(
+    lambda scheme, user, host, port, path, query: (
+        f"{scheme}://{user}s3cr3tPW@{host}{port}{path}{query}"
+    ),
+    st.sampled_from(["postgresql", "postgres", "postgresql+psycopg", "mysql", "http", ""]),
+    st.sampled_from([":", "u:", "user:", "%zz:", "u@x:"]),  # s3cr3tPW is the password
+    st.one_of(
+        st.sampled_from(["h", "127.0.0.1", "[::1]", "[::1", "::1]", "", "h,h2", "[zz]"]),
+        st.text(max_size=8),
+    ),
+    st.one_of(
+        st.sampled_from(["", ":5432", ":0", ":65536", ":abc", ":", ":-1", ":5432,h2:5433"]),
+        st.text(max_size=6).map(lambda t: ":" + t),
+    ),
+    st.sampled_from(["", "/db", "/", "/d%b", "/db/x"]),
+    st.one_of(
+        st.sampled_from(["", "?sslmode=disable", "?foo=bar", "?sslmode=", "?host=/tmp", "?=x"]),
+        st.text(max_size=8).map(lambda t: "?" + t),
+    ),
+)
+
+
+@relaxed
+@given(url_parts)
+def test_a_database_url_is_accepted_or_refused_without_leaking_the_password(url: str) -> None:
+    for check in (
+        lambda: check_database_url(url, key="database_url", origin="jobctl.toml"),
+        lambda: normalise_url(url),
+    ):
+        try:
+            check()
+        except UsageError as exc:
+            assert "s3cr3tPW" not in str(exc)
+            assert "\n" not in str(exc)
+
+
+@relaxed
+@given(st.text(max_size=60))
+def test_any_text_as_a_database_url(url: str) -> None:
+    for check in (
+        lambda: check_database_url(url, key="database_url", origin="jobctl.toml"),
+        lambda: normalise_url(url),
+    ):
+        with contextlib.suppress(UsageError):
+            check()
+
+
+TOP_KEYS = ["timezone", "scheduler", "log_tail_lines", "heartbeat", "database_url", "data_dir"]
+JOB_KEYS = [
+    "enabled",
+    "schedule",
+    "timezone",
+    "timeout",
+    "retries",
+    "retry_delay",
+    "catchup",
+    "catchup_window",
+    "misfire_grace",
+    "params",
+    "description",
+    "ping_url",
+]
+top_tables = st.dictionaries(st.sampled_from(TOP_KEYS), toml_values, max_size=3)
+job_tables = st.dictionaries(st.sampled_from(JOB_KEYS), toml_values, max_size=4)
+
+
+def config_text(top: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> str:
+    lines = [f"{k} = {toml(v)}" for k, v in top.items()]
+    for name, table in jobs.items():
+        lines.append(f"[jobs.{json.dumps(name)}]")
+        lines += [f"{k} = {toml(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _loads_or_usage_error(tmp_path: Path, text: str, environ: dict[str, str]) -> None:
+    path = write(tmp_path, text)
+    try:
+        s = load_settings(config_path=path, environ={**ENV, **environ})
+        for name in (*s.jobs, "sync", "custom"):
+            s.job(name)
+    except UsageError as exc:
+        message = str(exc)
+        assert "\n" not in message.strip(), message
+        assert any(where in message for where in (str(path), "environment", "--")), message
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=with_tmp)
+@given(
+    top_tables,
+    st.dictionaries(st.sampled_from(["sync", "snapshot", "my-job", "x y"]), job_tables, max_size=2),
+)
+def test_any_toml_values_load_or_raise_a_config_error(
+    tmp_path: Path, top: dict[str, Any], jobs: dict[str, dict[str, Any]]
+) -> None:
+    _loads_or_usage_error(tmp_path, config_text(top, jobs), {})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=with_tmp)
+@given(st.text(max_size=200))
+def test_any_text_as_a_config_file(tmp_path: Path, text: str) -> None:
+    assume(not any("\ud800" <= c <= "\udfff" for c in text))
+    _loads_or_usage_error(tmp_path, text, {})
+
+
+env_names = st.sampled_from(
+    ["JOBCTL_SYNC_" + k.upper() for k in JOB_KEYS if k not in ("params",)]
+    + ["JOBCTL_TIMEZONE", "JOBCTL_SCHEDULER", "JOBCTL_JOBS_MODULE", "DATABASE_URL"]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=with_tmp)
+@given(st.dictionaries(env_names, st.text(max_size=20), min_size=1, max_size=3))
+def test_any_environment_overrides_load_or_name_the_variable(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    assume(not any("\ud800" <= c <= "\udfff" or c == "\x00" for v in environ.values() for c in v))
+    path = write(tmp_path, '[jobs.sync]\ntimeout = "5m"\n')
+    try:
+        load_settings(config_path=path, environ={**ENV, **environ})
+    except ConfigError as exc:
+        assert str(exc).startswith("environment: "), str(exc)
+        assert exc.key in environ, (exc.key, environ)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("timeout", '"0s"', "must be more than zero"),
+        ("connect_timeout", "-1", "is negative"),
+        ("timeout", "inf", "is not a finite number"),
+        ("backoff", '"99999999999d"', "is too long"),
+    ],
+)
+def test_source_durations_are_checked_like_every_other(key: str, value: str, needle: str) -> None:
+    import tomllib
+
+    from jobctl.sources.spec import parse_sources
+
+    raw = tomllib.loads(
+        f'[s]\nurl = "https://example.org/f.json"\nkey = ["id"]\ntable = "t"\n{key} = {value}\n'
+    )
+    with pytest.raises(ConfigError, match=f"^jobctl.toml: sources.s.{key}: duration .*{needle}"):
+        parse_sources(raw, origin="jobctl.toml", default_tz="UTC")
+    zero_backoff = tomllib.loads(
+        '[s]\nurl = "https://example.org/f.json"\nkey = ["id"]\ntable = "t"\nbackoff = "0s"\n'
+    )
+    assert parse_sources(zero_backoff, origin="jobctl.toml", default_tz="UTC")["s"].backoff == (
+        timedelta(0)
+    )
+
+
+def test_a_bad_value_from_a_secret_reference_is_not_echoed(tmp_path: Path) -> None:
+    config = tmp_path / "jobctl.toml"
+    config.write_text('[jobs.sync]\ntimeout = "${T}"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_path=config, environ={"T": "hunter2secret", "HOME": str(tmp_path)})
+    assert "hunter2secret" not in str(info.value)
+    assert "jobs.sync.timeout" in str(info.value)
