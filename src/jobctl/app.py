@@ -81,7 +81,15 @@ class App:
     ) -> RunOutcome:
         from jobctl.jobs import sync
 
-        sync_plan = sync.plan(self.settings, names=sources, on_date=on_date, file=file, url=url)
+        sync_plan = sync.plan(
+            self.settings,
+            names=sources,
+            on_date=on_date,
+            file=file,
+            url=url,
+            force=options.force,
+            now=options.now,
+        )
         params = dict(options.params)
         if on_date:
             params["date"] = on_date

@@ -140,7 +140,10 @@ def sync_command(
         bool,
         typer.Option(
             "--force",
-            help="Run even if the slot is done, and re-read a feed known to be unchanged.",
+            help=(
+                "Run even if the slot is done, re-read a feed known to be unchanged, apply a "
+                "feed over max_removed_ratio, and take a --date not yet ended."
+            ),
         ),
     ] = False,
 ) -> None:

@@ -246,11 +246,16 @@ def run(ctx: RunContext, backfill_plan: BackfillPlan) -> None:
             outcome = ctx.run_child(child.job, _already_done(options))
         else:
             if child.job == "sync":
-                kwargs: dict[str, Any] = {
-                    "sync_plan": sync.plan(ctx.settings, names=plan_.sync_sources, on_date=day)
-                }
-            else:
                 # The range was checked against the same clock and --force already.
+                sync_plan = sync.plan(
+                    ctx.settings,
+                    names=plan_.sync_sources,
+                    on_date=day,
+                    force=plan_.force,
+                    now=plan_.now,
+                )
+                kwargs: dict[str, Any] = {"sync_plan": sync_plan}
+            else:
                 snapshot_plan = snapshot.plan(
                     ctx.settings, on_date=day, force=plan_.force, now=plan_.now
                 )

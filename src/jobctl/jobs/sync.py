@@ -37,6 +37,7 @@ from jobctl.db.feedstore import (
     read_state,
     touch_unchanged,
 )
+from jobctl.days import check_over
 from jobctl.durations import parse_date
 from jobctl.errors import DocumentError, JobError, SourceError, UsageError
 from jobctl.registry import JobSpec
@@ -82,8 +83,17 @@ def plan(
     on_date: str | None = None,
     file: str | None = None,
     url: str | None = None,
+    force: bool = False,
+    now: datetime | None = None,
 ) -> SyncPlan:
-    """Validate the command line against the configuration (UsageError, exit 2)."""
+    """Validate the command line against the configuration (UsageError, exit 2).
+
+    ``--date`` is a day in each source's zone. A source that reads finished days
+    (``date = "yesterday"``) is refused a day that has not ended in its zone unless
+    ``force`` (a run records its date as done); a ``date = "today"`` source reads
+    the day in progress on every tick, so only a day not yet begun is refused.
+    ``now`` (default: the real clock) decides.
+    """
     available = sources_of(settings)
     if not available:
         raise settings.nothing_configured("sources", "[sources.NAME]")
@@ -107,9 +117,11 @@ def plan(
     day = None
     if on_date is not None:
         day = parse_date(on_date, what="--date")
-        latest = max(datetime.now(ZoneInfo(s.timezone)).date() for s in chosen)
-        if day > latest:
-            raise UsageError(f"--date {on_date} is in the future")
+        finished = [s.timezone for s in chosen if s.date == "yesterday"]
+        if finished:
+            check_over(day, finished, now=now, what="--date", force=force)
+        # Every source: a day that has begun nowhere yet has no data anywhere.
+        check_over(day, [s.timezone for s in chosen], now=now, what="--date", force=True)
     return SyncPlan(chosen, day, path, url)
 
 
