@@ -222,6 +222,28 @@ def test_skipped_tick_imports_only_what_the_skip_needs(
     assert line == f"tick: skipped (run {_last_run_id(db_url)}): {message}"
 
 
+def test_a_skipped_sync_plans_without_the_run_layer(tmp_path: Path, db_url: str) -> None:
+    """``sync`` validates its sources before the lock, but never needs SQLAlchemy to skip."""
+    env = _tick_project(tmp_path, db_url)
+    (tmp_path / "jobctl.toml").write_text(
+        '[sources.permits]\npath = "feed.json"\nkey = "id"\ntable = "permits"\n'
+    )
+    (tmp_path / "feed.json").write_text('[{"id": 1}]')
+    with psycopg.connect(db_url, application_name=holder_name()) as holder:
+        holder.execute(
+            "SELECT pg_advisory_xact_lock(%s, %s)", (NAMESPACE, lock_key("sync"))
+        ).fetchone()
+        proc, modules = imported("sync", cwd=tmp_path, env=env)
+    assert proc.returncode == 75, proc.stderr[-3000:]
+    assert "jobctl.jobs.sync" in modules  # the plan ran: sources were validated
+    assert loaded(modules, ("sqlalchemy", "jobctl.context", "jobctl.db.tables", "rich")) == []
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT status, params FROM jobctl.runs WHERE job = 'sync' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert row == ("skipped", {})
+
+
 def _last_run_id(db_url: str) -> int:
     with psycopg.connect(db_url) as conn:
         row = conn.execute("SELECT max(id) FROM jobctl.runs").fetchone()

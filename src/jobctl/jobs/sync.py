@@ -22,11 +22,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from jobctl.config import Settings
-from jobctl.context import Counters, RunContext
 from jobctl.db.feedstore import (
     ApplyStats,
     FeedConnection,
@@ -50,6 +49,11 @@ from jobctl.sources.records import (
     extract_key,
 )
 from jobctl.sources.spec import SourceConfig, parse_sources
+
+if TYPE_CHECKING:
+    # The run context brings SQLAlchemy: a sync skipped because its lock is held
+    # elsewhere only plans (validates) and never needs it.
+    from jobctl.context import RunContext
 
 ERROR_SAMPLES = 20
 PROGRESS_EVERY = 5.0  # seconds between progress log lines
@@ -176,6 +180,8 @@ def run(ctx: RunContext, sync_plan: SyncPlan | None = None) -> None:
                     )
         except BaseException:
             # Nothing was committed: keep what was read, not what was merged.
+            from jobctl.context import Counters
+
             read, bad = ctx.counters.total, ctx.counters.errors
             ctx.counters = Counters(total=read, errors=bad)
             if len(fetched) > 1:
