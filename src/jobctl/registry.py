@@ -159,11 +159,25 @@ def all_jobs(module: str | None, base: Path) -> Jobs:
     return Jobs(builtin, user)
 
 
-def resolve(name: str, jobs: Mapping[str, JobSpec], configured: Mapping[str, Any]) -> JobSpec:
+def resolve(
+    name: str,
+    jobs: Mapping[str, JobSpec],
+    configured: Mapping[str, Any],
+    *,
+    no_config: str | None = None,
+) -> JobSpec:
+    """The job called ``name``; ``no_config``: where a config file was looked for, in vain."""
     if name in jobs:
         return jobs[name]
     known = sorted(jobs)
     hint = f" (known jobs: {', '.join(known)})" if known else " (no jobs are registered)"
+    if no_config is not None:
+        # A user's jobs come from the jobs_module the config names: without the file
+        # the cause is the missing file, not the job.
+        hint += (
+            f"; no config file: looked for {no_config} (set --config or JOBCTL_CONFIG), "
+            "whose jobs_module names the module with your jobs"
+        )
     if name in configured:
         raise UsageError(
             f"job {name!r} is configured but no code registers it; check jobs_module{hint}"

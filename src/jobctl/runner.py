@@ -120,7 +120,10 @@ class Runner:
     # -- the public entry point ------------------------------------------------
     def run(self, name: str, options: RunOptions | None = None) -> RunOutcome:
         options = options or RunOptions()
-        spec = resolve(name, self.jobs, self.settings.jobs)
+        no_config = None
+        if self.settings.config_path is None:
+            no_config = str(self.settings.looked_for or "jobctl.toml")
+        spec = resolve(name, self.jobs, self.settings.jobs, no_config=no_config)
         cfg = self.settings.job(name)
         trigger = options.trigger or default_trigger(self.settings.env)
         if trigger not in TRIGGERS:

@@ -151,6 +151,20 @@ def test_a_command_that_needs_a_config_says_where_it_looked(cli: Cli, args: tupl
     assert "no sources are configured" not in err
 
 
+def test_an_unknown_job_without_a_config_names_the_missing_file(
+    cli: Cli, psql: psycopg.Connection[Any]
+) -> None:
+    (cli.cwd / "jobctl.toml").unlink()
+    err = assert_refused(
+        cli("run", "nightly"),
+        "unknown job 'nightly' (known jobs: backfill, snapshot, sync); ",
+        f"no config file: looked for {cli.cwd / 'jobctl.toml'} (set --config or JOBCTL_CONFIG)",
+        "jobs_module",
+    )
+    assert len(err.strip().splitlines()) == 1
+    assert run_count(psql) == 0
+
+
 @pytest.mark.parametrize(
     "args", [("runs", "list"), ("runs", "list", "--json"), ("jobs", "list"), ("db", "status")]
 )

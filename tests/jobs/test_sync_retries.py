@@ -75,38 +75,38 @@ def test_refused_connection_with_the_example_retry_settings_fails_fast(
     assert source_stats(run)["requests"] == 4
 
 
-def test_source_retries_are_not_multiplied_by_job_retries(
-    cli: Cli, project: Path, psql: psycopg.Connection[Any], srv: HTTPTestServer
+@pytest.mark.parametrize(
+    ("source_retries", "requests", "attempts", "said"),
+    [
+        # The source's own retries are the budget: the runner does not repeat them.
+        pytest.param('retries = 2\nbackoff = "10ms"\n', 3, 1, "after 3 requests", id="source"),
+        # A source without retries leaves them to the job: one request per attempt.
+        pytest.param("retries = 0\n", 3, 3, "after 1 request:", id="job"),
+    ],
+)
+def test_one_layer_of_retries_per_run(
+    cli: Cli,
+    project: Path,
+    psql: psycopg.Connection[Any],
+    srv: HTTPTestServer,
+    source_retries: str,
+    requests: int,
+    attempts: int,
+    said: str,
 ) -> None:
     srv.serve("/permits.json", b"[]", statuses=[503] * 20)
     configure(
         project,
         '[jobs.sync]\nretries = 2\nretry_delay = "10ms"\n'
-        + _source(srv.url("/permits.json"), 'retries = 2\nbackoff = "10ms"\n'),
+        + _source(srv.url("/permits.json"), source_retries),
     )
     sync(cli, code=1)
-    assert len(srv.requests_for("/permits.json")) == 3  # not 3 x 3
+    assert len(srv.requests_for("/permits.json")) == requests  # never 3 x 3
     run = latest(psql)
-    assert run["attempts"] == 1
-    assert "HTTP 503" in run["error_message"] and "after 3 requests" in run["error_message"]
-    assert source_stats(run)["requests"] == 3
-
-
-def test_a_source_without_retries_leaves_them_to_the_job(
-    cli: Cli, project: Path, psql: psycopg.Connection[Any], srv: HTTPTestServer
-) -> None:
-    srv.serve("/permits.json", b"[]", statuses=[503] * 20)
-    configure(
-        project,
-        '[jobs.sync]\nretries = 2\nretry_delay = "10ms"\n'
-        + _source(srv.url("/permits.json"), "retries = 0\n"),
-    )
-    sync(cli, code=1)
-    assert len(srv.requests_for("/permits.json")) == 3  # one per runner attempt
-    run = latest(psql)
-    assert run["attempts"] == 3
-    assert "after 1 request:" in run["error_message"]
-    assert source_stats(run)["requests"] == 1  # of the last attempt
+    assert run["attempts"] == attempts
+    assert "HTTP 503" in run["error_message"] and said in run["error_message"]
+    # Requests of the last attempt.
+    assert source_stats(run)["requests"] == requests // attempts
 
 
 def test_requests_counted_when_a_retry_ends_in_a_4xx(

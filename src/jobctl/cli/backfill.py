@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
@@ -21,7 +20,7 @@ if TYPE_CHECKING:  # rich is imported where it is used (only on a terminal, for 
 
 @contextmanager
 def progress_bar() -> Iterator[Callable[..., None] | None]:
-    if not sys.stderr.isatty():
+    if not render.live_allowed():
         yield None
         return
     from rich.progress import (

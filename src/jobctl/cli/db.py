@@ -23,8 +23,8 @@ def db_upgrade(ctx: typer.Context) -> None:
     where = "embedded database" if db.embedded else db.display_url
     if applied:
         for m in applied:
-            render.err.print(f"applied {m.version:04d}_{m.name}")
-    render.err.print(f"schema is up to date ({where})")
+            render.say(f"applied {m.version:04d}_{m.name}")
+    render.say(f"schema is up to date ({where})")
 
 
 @db_app.command("status")
@@ -55,7 +55,7 @@ def db_status(
     render.out.print(table)
     pending = sum(1 for s in states if s.applied_at is None)
     if pending:
-        render.err.print(f"{pending} migration(s) pending: run 'jobctl db upgrade'")
+        render.say(f"{pending} migration(s) pending: run 'jobctl db upgrade'", level="warning")
 
 
 def register(app: typer.Typer) -> None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from jobctl.config import Settings
+from jobctl.days import check_over
 from jobctl.db.feedstore import (
     ApplyStats,
     FeedConnection,
@@ -36,7 +37,6 @@ from jobctl.db.feedstore import (
     read_state,
     touch_unchanged,
 )
-from jobctl.days import check_over
 from jobctl.durations import parse_date
 from jobctl.errors import DocumentError, JobError, SourceError, UsageError
 from jobctl.registry import JobSpec
