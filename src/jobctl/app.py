@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from jobctl.errors import UsageError
+from jobctl.jobspec import RunStatus
 from jobctl.registry import Jobs, all_jobs
 
 if TYPE_CHECKING:
@@ -68,89 +69,24 @@ class App:
         return Runner(self.settings, self.db, self.jobs)
 
     def run(self, name: str, options: RunOptions) -> RunOutcome:
+        """Run a job with no arguments of its own (``jobctl run NAME``, a timer tick):
+        a job that has a plan makes its default one inside the run."""
         return self.runner().run(name, options)
 
-    def sync(
-        self,
-        options: RunOptions,
-        *,
-        sources: list[str],
-        on_date: str | None,
-        file: str | None,
-        url: str | None,
-    ) -> RunOutcome:
-        from jobctl.jobs import sync
+    def run_job(self, name: str, options: RunOptions, args: object) -> RunOutcome:
+        """Run a job with its command's arguments: the job's ``plan`` validates them
+        against the configuration first (UsageError, exit 2, before any run row),
+        and the plan's params are stored with the run."""
+        from jobctl.jobspec import Planning
+        from jobctl.registry import builtin_jobs, resolve_job
 
-        sync_plan = sync.plan(
-            self.settings,
-            names=sources,
-            on_date=on_date,
-            file=file,
-            url=url,
-            force=options.force,
-            now=options.now,
-        )
-        params = dict(options.params)
-        if on_date:
-            params["date"] = on_date
-        if sources:
-            params["sources"] = ",".join(sources)
-        if options.dry_run:
-            params["dry_run"] = "true"
-        extra = {**options.extra, "kwargs": {"sync_plan": sync_plan}}
-        return self.run("sync", replace(options, params=params, extra=extra))
-
-    def snapshot(
-        self, options: RunOptions, *, sets: list[str], on_date: str | None, periods: list[str]
-    ) -> RunOutcome:
-        from jobctl.jobs import snapshot
-
-        snapshot_plan = snapshot.plan(
-            self.settings,
-            names=sets,
-            on_date=on_date,
-            periods=periods,
-            force=options.force,
-            now=options.now,
-        )
-        params = dict(options.params)
-        if on_date:
-            params["date"] = on_date
-        if sets:
-            params["sets"] = ",".join(sets)
-        if periods:
-            params["periods"] = ",".join(periods)
-        extra = {**options.extra, "kwargs": {"snapshot_plan": snapshot_plan}}
-        return self.run("snapshot", replace(options, params=params, extra=extra))
-
-    def backfill(
-        self,
-        options: RunOptions,
-        *,
-        start: str,
-        end: str,
-        jobs: list[str],
-        missing: bool,
-        continue_on_error: bool,
-    ) -> RunOutcome:
-        from jobctl.jobs import backfill
-
-        backfill_plan = backfill.plan(
-            self.settings,
-            start=start,
-            end=end,
-            jobs=jobs,
-            missing=missing,
-            force=options.force,
-            continue_on_error=continue_on_error,
-            now=options.now,
-        )
-        params = {**options.params, "from": start, "to": end, "jobs": ",".join(backfill_plan.jobs)}
-        if missing:
-            params["missing"] = "true"
-        extra = {**options.extra, "kwargs": {"backfill_plan": backfill_plan}}
-        # --force applies to the children's dates, not to the backfill's own slot.
-        return self.run("backfill", replace(options, params=params, extra=extra))
+        # Planned before the database is opened or the user's jobs module imported:
+        # a bad argument is told as it is, not hidden behind a database down.
+        builtin = builtin_jobs()
+        spec = builtin[name] if name in builtin else resolve_job(name, self.jobs, self.settings)
+        planning = Planning(force=options.force, now=options.now, dry_run=options.dry_run)
+        plan = spec.plan(self.settings, args, planning)
+        return self.run(name, replace(options, plan=plan))
 
     def gaps(self, job: str, since: timedelta, now: datetime | None = None) -> list[Gap]:
         from jobctl.db import ledger
@@ -175,7 +111,7 @@ class App:
         from jobctl.db import ledger
 
         if status and status not in STATUSES:
-            raise UsageError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+            raise UsageError(f"status {status!r} is not one of {', '.join(RunStatus)}")
         if limit < 0:
             raise UsageError(f"limit {limit} must be 0 (no limit) or more")
         after = datetime.now(UTC) - since if since else None
@@ -244,4 +180,5 @@ class App:
             self.db.dispose()
 
 
-STATUSES = ("running", "completed", "failed", "cancelled", "skipped", "abandoned")
+#: The stored strings of every run status (``runs list --status`` accepts them).
+STATUSES = frozenset(RunStatus)

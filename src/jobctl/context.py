@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
 from jobctl.config import JobConfig, Settings
+from jobctl.db import ledger
 from jobctl.db.engine import Database
+from jobctl.jobspec import ChildRequest, JobSpec, Progress, RunOutcome, StartChild, Trigger
+
+if TYPE_CHECKING:
+    from jobctl.gaps import Gap
 
 
 @dataclass
@@ -53,7 +58,7 @@ class RunContext:
     config: JobConfig
     db: Database
     log: logging.Logger
-    trigger: str = "manual"
+    trigger: Trigger = Trigger.MANUAL
     partition: str | None = None
     scheduled_for: datetime | None = None
     attempt: int = 1
@@ -65,10 +70,12 @@ class RunContext:
     source: str | None = None
     #: Called with (what, done so far[, total]) on a terminal or under -v; None → plain
     #: log lines. sync adds ``phase=`` (downloading, reading, applying, committing).
-    progress: Callable[..., None] | None = None
+    progress: Progress | None = None
     _conn: Connection | None = field(default=None, repr=False)
-    _start_child: Callable[..., Any] | None = field(default=None, repr=False)
+    _start_child: StartChild | None = field(default=None, repr=False)
     _check_lock: Callable[[], None] | None = field(default=None, repr=False)
+    #: The jobs the runner knows (for another job's schedule gaps); None: the built-ins.
+    _jobs: Mapping[str, JobSpec[Any, Any]] | None = field(default=None, repr=False)
 
     def check_lock(self) -> None:
         """Raise :class:`jobctl.errors.LockLost` if this run no longer holds its lock.
@@ -81,16 +88,32 @@ class RunContext:
         if self._check_lock is not None:
             self._check_lock()
 
-    def run_child(self, job: str, options: Any) -> Any:
+    def run_child(self, job: str, request: ChildRequest) -> RunOutcome:
         """Run another job (or this one for another date) as a child run of this one.
 
         The child goes through the runner like any run: its own job lock (waited
         for, never a per-date lock), its own ledger row with ``parent_id``.
-        Returns its :class:`jobctl.runner.RunOutcome`.
         """
         if self._start_child is None:
             raise RuntimeError("this context cannot start child runs")
-        return self._start_child(job, options, self.run_id)
+        return self._start_child(job, request, self.run_id)
+
+    def completed_partitions(self, job: str, partitions: Sequence[str]) -> set[str]:
+        """Which of ``partitions`` (dates) ``job`` has a completed, non-dry run for.
+
+        Read in a transaction of its own, fenced like every one of the run's.
+        """
+        with self.transaction() as conn:
+            return ledger.completed_partitions(conn, job, list(partitions))
+
+    def missing_slots(self, job: str, start: datetime, end: datetime) -> list[Gap]:
+        """``job``'s schedule slots in ``[start, end)`` no completed run covers (``runs gaps``)."""
+        from jobctl.gaps import missing
+        from jobctl.registry import builtin_jobs
+
+        jobs = self._jobs if self._jobs is not None else builtin_jobs()
+        with self.transaction() as conn:
+            return missing(conn, self.settings, jobs.get(job), self.settings.job(job), start, end)
 
     @property
     def slot_date(self) -> date | None:

@@ -17,7 +17,8 @@
         └── DocumentError            a feed is malformed as a whole
 
 Every error carries the data that explains it and the exit code it maps to;
-``cli.main`` is the only place that turns them into a process exit code.
+:func:`exit_code_of` is the one function that reads it, for ``cli.main`` (an error
+raised by a command) and the runner (an error that ended a run) alike.
 """
 
 from __future__ import annotations
@@ -121,3 +122,16 @@ class SourceError(JobError):
 
 class DocumentError(JobError):
     """A feed document is malformed as a whole (truncated JSON, bad encoding)."""
+
+
+def exit_code_of(exc: BaseException) -> ExitCode:
+    """The exit code an error maps to: a jobctl error's own ``exit_code``.
+
+    The only place that decides it: a :class:`DatabaseUnreachable` raised inside a
+    job exits 2 just as one raised before the run does.
+    """
+    if isinstance(exc, JobctlError):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitCode.SIGINT
+    return ExitCode.FAILED

@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 
 from jobctl.config import JobConfig, Settings
 from jobctl.db import ledger
-from jobctl.registry import JobSpec
+from jobctl.registry import AnyJob
 from jobctl.schedule import parse_schedule
 
 
@@ -27,7 +27,7 @@ class Gap:
 def missing(
     conn: Connection,
     settings: Settings,
-    spec: JobSpec | None,
+    spec: AnyJob | None,
     cfg: JobConfig,
     start: datetime,
     end: datetime,

@@ -6,30 +6,21 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobctl.errors import ConfigError, UsageError
+from jobctl.jobspec import JobSpec, user_job_spec
+
+if TYPE_CHECKING:
+    from jobctl.config import Settings
 
 JobFunction = Callable[..., Any]
+#: A job of any arguments and plan: the registry holds them side by side.
+AnyJob = JobSpec[Any, Any]
 
 
-@dataclass(frozen=True)
-class JobSpec:
-    name: str
-    fn: JobFunction
-    description: str = ""
-    builtin: bool = False
-    #: True when the job's work depends on the date (catch-up ``all`` allowed).
-    date_based: bool = False
-    #: The date (``partition``) a run serving a slot works on; a completed run with that
-    #: partition covers the slot too (e.g. ``jobctl snapshot --date D`` run by hand).
-    served_date: Callable[[Any, datetime], date | None] | None = None
-
-
-_USER_JOBS: dict[str, JobSpec] = {}
+_USER_JOBS: dict[str, AnyJob] = {}
 
 
 def job(
@@ -45,7 +36,7 @@ def job(
     def register(fn: JobFunction) -> JobFunction:
         job_name = name or fn.__name__
         doc = description or (fn.__doc__ or "").strip().split("\n", 1)[0]
-        _USER_JOBS[job_name] = JobSpec(job_name, fn, doc, builtin=False, date_based=date_based)
+        _USER_JOBS[job_name] = user_job_spec(job_name, fn, doc, date_based=date_based)
         return fn
 
     return register
@@ -56,17 +47,17 @@ def job(
 BUILTIN_MODULES = ("sync", "snapshot", "backfill", "cleanup", "report")
 
 
-class Jobs(Mapping[str, JobSpec]):
+class Jobs(Mapping[str, AnyJob]):
     """Job specs by name. A built-in job's module is imported when its spec is first
     read, not when the jobs are listed: ``jobctl run NAME`` on a user's job (a cron
     tick that may well be skipped) does not import the sync job's parsers or the
     snapshot job's SQL."""
 
-    def __init__(self, builtin: Sequence[str], user: Mapping[str, JobSpec]) -> None:
+    def __init__(self, builtin: Sequence[str], user: Mapping[str, AnyJob]) -> None:
         self._names = [*builtin, *user]
-        self._specs: dict[str, JobSpec] = dict(user)
+        self._specs: dict[str, AnyJob] = dict(user)
 
-    def __getitem__(self, name: str) -> JobSpec:
+    def __getitem__(self, name: str) -> AnyJob:
         if name not in self._specs:
             if name not in self._names:
                 raise KeyError(name)
@@ -88,7 +79,7 @@ def builtin_names() -> list[str]:
     return [m for m in BUILTIN_MODULES if importlib.util.find_spec(f"jobctl.jobs.{m}")]
 
 
-def _builtin_spec(name: str) -> JobSpec:
+def _builtin_spec(name: str) -> AnyJob:
     spec = getattr(importlib.import_module(f"jobctl.jobs.{name}"), "SPEC", None)
     if not isinstance(spec, JobSpec) or spec.name != name:
         raise RuntimeError(f"jobctl.jobs.{name} must define SPEC, a JobSpec named {name!r}")
@@ -100,7 +91,7 @@ def builtin_jobs() -> Jobs:
     return Jobs(builtin_names(), {})
 
 
-def load_user_jobs(module: str | None, base: Path) -> dict[str, JobSpec]:
+def load_user_jobs(module: str | None, base: Path) -> dict[str, AnyJob]:
     """Import the user's jobs module (``pkg.mod`` or ``path/to/file.py``)."""
     if not module:
         return {}
@@ -161,11 +152,11 @@ def all_jobs(module: str | None, base: Path) -> Jobs:
 
 def resolve(
     name: str,
-    jobs: Mapping[str, JobSpec],
+    jobs: Mapping[str, AnyJob],
     configured: Mapping[str, Any],
     *,
     no_config: str | None = None,
-) -> JobSpec:
+) -> AnyJob:
     """The job called ``name``; ``no_config``: where a config file was looked for, in vain."""
     if name in jobs:
         return jobs[name]
@@ -183,3 +174,11 @@ def resolve(
             f"job {name!r} is configured but no code registers it; check jobs_module{hint}"
         )
     raise UsageError(f"unknown job {name!r}{hint}")
+
+
+def resolve_job(name: str, jobs: Mapping[str, AnyJob], settings: Settings) -> AnyJob:
+    """The job called ``name`` among ``jobs``, as configured in ``settings``."""
+    no_config = None
+    if settings.config_path is None:
+        no_config = str(settings.looked_for or "jobctl.toml")
+    return resolve(name, jobs, settings.jobs, no_config=no_config)

@@ -20,7 +20,8 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -38,16 +39,26 @@ from jobctl.errors import (
     LockLost,
     RunCancelled,
     UsageError,
+    exit_code_of,
 )
 from jobctl.interrupts import Interruption, Interrupts
+from jobctl.jobspec import (
+    SLOT_TRIGGERS,
+    ChildRequest,
+    Plan,
+    Progress,
+    RunOutcome,
+    RunStatus,
+    Trigger,
+)
 from jobctl.logs import TailHandler
 from jobctl.redact import Redactor, url_secrets
-from jobctl.registry import JobSpec, resolve
+from jobctl.registry import AnyJob, resolve_job
 
 if TYPE_CHECKING:
-    # Imported in _execute: a run that is skipped (lock held, slot done) never needs
-    # the job context or the retry machinery.
-    from tenacity import RetryCallState
+    # Imported when a run starts: a run that is skipped (lock held, slot done) never
+    # needs the job context or the retry machinery.
+    from tenacity import RetryCallState, Retrying
 
     from jobctl.context import RunContext
 
@@ -62,8 +73,8 @@ LOST_LOCK = (
     "stopped, and its uncommitted work rolled back, so that two copies never run"
 )
 
-TRIGGERS = ("manual", "timer", "cron", "schedule", "backfill", "catchup")
-SLOT_TRIGGERS = ("timer", "cron", "schedule")
+#: Kept for callers of the tuples these enums replace.
+TRIGGERS = tuple(Trigger)
 
 
 @dataclass(frozen=True)
@@ -83,33 +94,59 @@ class RunOptions:
     scheduled_for: datetime | None = None
     parent_id: int | None = None
     now: datetime | None = None
-    #: Job-specific inputs that are not stored as params (e.g. sync's ``--file``).
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: The job's validated plan (``App.run_job``, a parent's child request); its
+    #: params are stored with the run. None: the job's default plan, made in the run.
+    plan: Plan | None = None
+    #: Live progress for the job (a terminal's line or bar); None: plain log lines.
+    progress: Progress | None = None
+    #: Record the run as ``skipped`` with this reason instead of running it.
+    already_done: str | None = None
+
+
+def default_trigger(env: Mapping[str, str]) -> Trigger:
+    """``timer`` under systemd (it sets ``INVOCATION_ID``), else ``manual``."""
+    return Trigger.TIMER if env.get("INVOCATION_ID") else Trigger.MANUAL
 
 
 @dataclass(frozen=True)
-class RunOutcome:
-    job: str
-    run_id: int | None
-    status: str
-    exit_code: ExitCode
-    message: str = ""
-    counters: Mapping[str, int] = field(default_factory=dict)
-    stats: Mapping[str, Any] = field(default_factory=dict)
-    scheduled_for: datetime | None = None
-    partition: str | None = None
-    duration_ms: int | None = None
+class Invocation:
+    """One run being made: everything the steps between the lock and the record share."""
+
+    spec: AnyJob
+    cfg: JobConfig
+    options: RunOptions
+    trigger: Trigger
+    #: Stored with the run: the job's configured params, the command's, the plan's.
+    params: Mapping[str, str]
+    slot: datetime | None
+    now: datetime
+    lock: JobLock
+    interrupt: Interrupts
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def log_level(self) -> int:
+        # The command prints the outcome of a top-level run; a child's is only logged.
+        return logging.DEBUG if self.options.parent_id is None else logging.INFO
 
 
-def default_trigger(env: Mapping[str, str]) -> str:
-    """``timer`` under systemd (it sets ``INVOCATION_ID``), else ``manual``."""
-    return "timer" if env.get("INVOCATION_ID") else "manual"
+@dataclass(frozen=True)
+class Ending:
+    """How the attempts ended, before it is recorded."""
+
+    status: RunStatus
+    code: ExitCode
+    message: str | None = None
+    detail: str | None = None
 
 
 class Runner:
     """Runs jobs by name; one instance per invocation (or per test)."""
 
-    def __init__(self, settings: Settings, db: Database, jobs: Mapping[str, JobSpec]) -> None:
+    def __init__(self, settings: Settings, db: Database, jobs: Mapping[str, AnyJob]) -> None:
         self.settings = settings
         self.db = db
         self.jobs = jobs
@@ -119,129 +156,169 @@ class Runner:
 
     # -- the public entry point ------------------------------------------------
     def run(self, name: str, options: RunOptions | None = None) -> RunOutcome:
-        options = options or RunOptions()
-        no_config = None
-        if self.settings.config_path is None:
-            no_config = str(self.settings.looked_for or "jobctl.toml")
-        spec = resolve(name, self.jobs, self.settings.jobs, no_config=no_config)
+        inv = self._invocation(name, options or RunOptions())
+        if not inv.cfg.enabled:
+            reason = f"job {name!r} is disabled ({_enabled_hint(name)})"
+            return self._skip(inv, reason, ExitCode.OK, None)
+        if inv.options.already_done:
+            return self._skip(inv, inv.options.already_done, ExitCode.OK, inv.slot)
+        if inv.slot is None and inv.trigger in SLOT_TRIGGERS and inv.cfg.schedule:
+            inv = replace(inv, slot=self._slot_for(inv.cfg, inv.now))
+        inv.interrupt.install()
+        try:
+            return self._with_lock(inv)
+        finally:
+            inv.lock.release()
+            inv.interrupt.restore()
+
+    # -- before the run row ----------------------------------------------------
+    def _invocation(self, name: str, options: RunOptions) -> Invocation:
+        spec = resolve_job(name, self.jobs, self.settings)
         cfg = self.settings.job(name)
         trigger = options.trigger or default_trigger(self.settings.env)
         if trigger not in TRIGGERS:
             raise UsageError(f"trigger {trigger!r} is not one of {', '.join(TRIGGERS)}")
-        now = options.now or datetime.now(UTC)
-        params = {**cfg.params, **options.params}
+        plan_params = options.plan.params if options.plan is not None else {}
+        return Invocation(
+            spec=spec,
+            cfg=cfg,
+            options=options,
+            trigger=Trigger(trigger),
+            params={**cfg.params, **options.params, **plan_params},
+            slot=options.scheduled_for,
+            now=options.now or datetime.now(UTC),
+            lock=JobLock(self.db, name),
+            interrupt=Interrupts(),
+        )
 
-        def skip(
-            reason: str, code: ExitCode, slot: datetime | None = None, status: str = "skipped"
-        ) -> RunOutcome:
-            # Plain SQL (no SQLAlchemy): a skip is most of what a busy timer does.
-            with self.db.plain() as conn:
-                run_id = ledger.insert_run(
-                    conn,
-                    job=name,
-                    status=status,
-                    trigger=trigger,
-                    params=self.secrets.data(params),
-                    partition=options.partition,
-                    parent_id=options.parent_id,
-                    scheduled_for=slot,
-                    error_message=reason,
-                )
-            # The command prints the outcome of a top-level run; a child's is only logged.
-            log.log(
-                logging.DEBUG if options.parent_id is None else logging.INFO,
-                "%s: %s (run %s): %s",
-                name,
-                status,
-                run_id,
-                reason,
-                extra={"action": f"run.{status}", "run_id": run_id, "job": name},
+    def _skip(
+        self,
+        inv: Invocation,
+        reason: str,
+        code: ExitCode,
+        slot: datetime | None,
+        status: RunStatus = RunStatus.SKIPPED,
+    ) -> RunOutcome:
+        """Record a run that does not start: one finished row, and its reason logged."""
+        # Plain SQL (no SQLAlchemy): a skip is most of what a busy timer does.
+        with self.db.plain() as conn:
+            run_id = ledger.insert_run(
+                conn,
+                job=inv.name,
+                status=status,
+                trigger=inv.trigger,
+                params=self.secrets.data(inv.params),
+                partition=inv.options.partition,
+                parent_id=inv.options.parent_id,
+                scheduled_for=slot,
+                error_message=reason,
             )
-            return RunOutcome(name, run_id, status, code, reason, scheduled_for=slot)
+        log.log(
+            inv.log_level,
+            "%s: %s (run %s): %s",
+            inv.name,
+            status,
+            run_id,
+            reason,
+            extra={"action": f"run.{status}", "run_id": run_id, "job": inv.name},
+        )
+        return RunOutcome(inv.name, run_id, status, code, reason, scheduled_for=slot)
 
-        if not cfg.enabled:
-            return skip(f"job {name!r} is disabled ({_enabled_hint(name)})", ExitCode.OK)
-        if options.extra.get("skip_reason"):
-            return skip(str(options.extra["skip_reason"]), ExitCode.OK, options.scheduled_for)
-
-        slot = options.scheduled_for
-        if slot is None and trigger in SLOT_TRIGGERS and cfg.schedule:
-            slot = self._slot_for(cfg, now)
-
-        interrupt = Interrupts()
-        interrupt.install()
-        lock = JobLock(self.db, name)
+    def _with_lock(self, inv: Invocation) -> RunOutcome:
+        """Take the job's lock (or record why not), then run under it."""
+        options, interrupt = inv.options, inv.interrupt
+        interrupt.arm()
         try:
-            interrupt.arm()
-            try:
-                acquired = lock.acquire(options.wait_timeout if options.wait else None)
-                if options.wait and options.wait_timeout is None and not acquired:
-                    acquired = lock.acquire(timedelta(days=3650))
-            except Interruption as stop:
-                interrupt.disarm()
-                cause = stop.cause
-                name_of = cause.signal_name if isinstance(cause, RunCancelled) else str(cause)
-                return skip(
-                    f"interrupted by {name_of} while waiting for the lock",
-                    cause.exit_code,
-                    slot,
-                    status="cancelled",
-                )
+            acquired = inv.lock.acquire(options.wait_timeout if options.wait else None)
+            if options.wait and options.wait_timeout is None and not acquired:
+                acquired = inv.lock.acquire(timedelta(days=3650))
+        except Interruption as stop:
             interrupt.disarm()
-            if not acquired:
-                with self.db.plain() as conn:
-                    ledger.sweep_abandoned(conn, name)
-                    holder = ledger.lock_holder(conn, name, lock.key)
-                    # A jobctl run that has just taken the lock writes its row within
-                    # milliseconds: wait briefly so the message can name its run. Any
-                    # other holder (a session whose application_name is not "jobctl
-                    # HOST PID", or one that took the lock over 2 s ago and still has
-                    # no row) will not write one: no skip waits for it.
-                    for _ in range(10):
-                        if (
-                            holder.run_id is not None
-                            or holder.pid is None
-                            or holder.age_seconds is None
-                            or holder.age_seconds >= 2.0
-                        ):
-                            break
-                        time.sleep(0.05)
-                        holder = ledger.lock_holder(conn, name, lock.key)
-                waited = (
-                    f" after waiting {format_duration(options.wait_timeout)}"
-                    if options.wait
-                    else ""
-                )
-                return skip(_holder_message(name, holder) + waited, ExitCode.LOCKED, slot)
-            wait = self.spare_connection_wait
-            if not self.db.embedded and not self.db.spare_connection_within(wait):
-                lock.release()  # gives its server connection back, so the row can be written
-                return skip(_pool_message(name, wait), ExitCode.FAILED, slot, status="failed")
-            return self._run_locked(spec, cfg, options, trigger, params, slot, now, lock, interrupt)
-        finally:
-            lock.release()
-            interrupt.restore()
+            cause = stop.cause
+            name_of = cause.signal_name if isinstance(cause, RunCancelled) else str(cause)
+            reason = f"interrupted by {name_of} while waiting for the lock"
+            return self._skip(inv, reason, exit_code_of(cause), inv.slot, RunStatus.CANCELLED)
+        interrupt.disarm()
+        if not acquired:
+            return self._skip(inv, self._held_message(inv), ExitCode.LOCKED, inv.slot)
+        wait = self.spare_connection_wait
+        if not self.db.embedded and not self.db.spare_connection_within(wait):
+            inv.lock.release()  # gives its server connection back, so the row can be written
+            message = _pool_message(inv.name, wait)
+            return self._skip(inv, message, ExitCode.FAILED, inv.slot, RunStatus.FAILED)
+        return self._run_locked(inv)
 
-    # -- internals -------------------------------------------------------------
+    def _held_message(self, inv: Invocation) -> str:
+        """Who holds the lock, for the skip's message."""
+        name, lock = inv.name, inv.lock
+        with self.db.plain() as conn:
+            ledger.sweep_abandoned(conn, name)
+            holder = ledger.lock_holder(conn, name, lock.key)
+            # A jobctl run that has just taken the lock writes its row within
+            # milliseconds: wait briefly so the message can name its run. Any
+            # other holder (a session whose application_name is not "jobctl
+            # HOST PID", or one that took the lock over 2 s ago and still has
+            # no row) will not write one: no skip waits for it.
+            for _ in range(10):
+                if (
+                    holder.run_id is not None
+                    or holder.pid is None
+                    or holder.age_seconds is None
+                    or holder.age_seconds >= 2.0
+                ):
+                    break
+                time.sleep(0.05)
+                holder = ledger.lock_holder(conn, name, lock.key)
+        options = inv.options
+        waited = f" after waiting {format_duration(options.wait_timeout)}" if options.wait else ""
+        return _holder_message(name, holder) + waited
+
     def _slot_for(self, cfg: JobConfig, now: datetime) -> datetime | None:
         from jobctl.schedule import parse_schedule
 
         assert cfg.schedule is not None
         return parse_schedule(cfg.schedule, cfg.timezone, self.settings.scheduler).slot_for(now)
 
-    def _run_locked(
-        self,
-        spec: JobSpec,
-        cfg: JobConfig,
-        options: RunOptions,
-        trigger: str,
-        params: dict[str, str],
-        slot: datetime | None,
-        now: datetime,
-        lock: JobLock,
-        interrupt: Interrupts,
-    ) -> RunOutcome:
-        name = spec.name
+    # -- under the lock --------------------------------------------------------
+    def _run_locked(self, inv: Invocation) -> RunOutcome:
+        run_id, reason = self._open_run(inv)
+        if reason is not None:
+            log.log(
+                inv.log_level,
+                "%s: skipped (run %s): %s",
+                inv.name,
+                run_id,
+                reason,
+                extra={"action": "run.skipped", "run_id": run_id},
+            )
+            return RunOutcome(
+                inv.name, run_id, RunStatus.SKIPPED, ExitCode.OK, reason, scheduled_for=inv.slot
+            )
+        if (
+            inv.cfg.catchup == "all"
+            and inv.slot is not None
+            and inv.options.parent_id is None
+            and inv.trigger in SLOT_TRIGGERS
+        ):
+            children = self._catch_up(inv, inv.slot, run_id)
+            cancelled = [c for c in children if c.status == RunStatus.CANCELLED]
+            if cancelled:
+                first = cancelled[0]
+                self._finish_unstarted(run_id, RunStatus.CANCELLED, first.message)
+                return RunOutcome(
+                    inv.name,
+                    run_id,
+                    RunStatus.CANCELLED,
+                    first.exit_code,
+                    first.message,
+                    scheduled_for=inv.slot,
+                )
+        return self._execute(inv, run_id)
+
+    def _open_run(self, inv: Invocation) -> tuple[int, str | None]:
+        """Sweep dead runs, check the slot, insert the row: ``running``, or ``skipped``
+        with the reason."""
+        name = inv.name
         with self.db.begin() as conn:
             dead = ledger.sweep_abandoned(conn, name)
             if dead:
@@ -251,276 +328,158 @@ class Runner:
                     ", ".join(map(str, dead)),
                     extra={"action": "run.abandoned"},
                 )
-            reason = None
-            if slot is not None and not options.force:
-                done = ledger.completed_slot_run(conn, name, slot)
-                if done is not None:
-                    reason = f"slot already done (run {done} completed the {_iso(slot)} slot)"
-                elif (
-                    cfg.catchup == "none"
-                    # only a tick can be late; a slot handed over (backfill --missing,
-                    # catch-up) is being filled on purpose
-                    and options.scheduled_for is None
-                    and cfg.misfire_grace is not None
-                    and now - slot > cfg.misfire_grace
-                ):
-                    reason = (
-                        f"missed: the {_iso(slot)} slot is {format_duration(now - slot)} "
-                        f"old, over misfire_grace {format_duration(cfg.misfire_grace)}"
-                    )
+            reason = self._slot_reason(conn, inv)
             runs_now = reason is None
             run_id = ledger.insert_run(
                 conn,
                 job=name,
-                status="running" if runs_now else "skipped",
-                trigger=trigger,
-                params=self.secrets.data(params),
-                partition=options.partition,
-                parent_id=options.parent_id,
-                scheduled_for=slot,
-                lock_backend_pid=lock.backend_pid if runs_now else None,
-                lock_key=lock.key if runs_now else None,
+                status=RunStatus.RUNNING if runs_now else RunStatus.SKIPPED,
+                trigger=inv.trigger,
+                params=self.secrets.data(inv.params),
+                partition=inv.options.partition,
+                parent_id=inv.options.parent_id,
+                scheduled_for=inv.slot,
+                lock_backend_pid=inv.lock.backend_pid if runs_now else None,
+                lock_key=inv.lock.key if runs_now else None,
                 error_message=reason,
-                dry_run=options.dry_run,
+                dry_run=inv.options.dry_run,
             )
-        if reason is not None:
-            log.log(
-                logging.DEBUG if options.parent_id is None else logging.INFO,
-                "%s: skipped (run %s): %s",
-                name,
-                run_id,
-                reason,
-                extra={"action": "run.skipped", "run_id": run_id},
-            )
-            return RunOutcome(name, run_id, "skipped", ExitCode.OK, reason, scheduled_for=slot)
+        return run_id, reason
+
+    def _slot_reason(self, conn: Any, inv: Invocation) -> str | None:
+        """Why the run's slot needs no run (done already, or missed); None: it does."""
+        slot, cfg = inv.slot, inv.cfg
+        if slot is None or inv.options.force:
+            return None
+        done = ledger.completed_slot_run(conn, inv.name, slot)
+        if done is not None:
+            return f"slot already done (run {done} completed the {_iso(slot)} slot)"
+        late = inv.now - slot
         if (
-            cfg.catchup == "all"
-            and slot is not None
-            and options.parent_id is None
-            and trigger in SLOT_TRIGGERS
+            cfg.catchup == "none"
+            # only a tick can be late; a slot handed over (backfill --missing,
+            # catch-up) is being filled on purpose
+            and inv.options.scheduled_for is None
+            and cfg.misfire_grace is not None
+            and late > cfg.misfire_grace
         ):
-            children = self._catch_up(
-                spec, cfg, options, trigger, params, slot, now, run_id, lock, interrupt
+            return (
+                f"missed: the {_iso(slot)} slot is {format_duration(late)} "
+                f"old, over misfire_grace {format_duration(cfg.misfire_grace)}"
             )
-            cancelled = [c for c in children if c.status == "cancelled"]
-            if cancelled:
-                self._finish_unstarted(run_id, "cancelled", cancelled[0].message)
-                return RunOutcome(
-                    name,
-                    run_id,
-                    "cancelled",
-                    cancelled[0].exit_code,
-                    cancelled[0].message,
-                    scheduled_for=slot,
-                )
-        return self._execute(spec, cfg, options, trigger, params, slot, run_id, lock, interrupt)
+        return None
 
-    def _execute(
-        self,
-        spec: JobSpec,
-        cfg: JobConfig,
-        options: RunOptions,
-        trigger: str,
-        params: dict[str, str],
-        slot: datetime | None,
-        run_id: int,
-        lock: JobLock,
-        interrupt: Interrupts,
-    ) -> RunOutcome:
-        from tenacity import (
-            Retrying,
-            retry_if_exception,
-            stop_after_attempt,
-            wait_exponential_jitter,
+    def _execute(self, inv: Invocation, run_id: int) -> RunOutcome:
+        """The attempts, under a heartbeat and a log tail, then the record."""
+        log.info(
+            "%s: run %s started (trigger %s%s)",
+            inv.name,
+            run_id,
+            inv.trigger,
+            f", slot {_iso(inv.slot)}" if inv.slot else "",
+            extra={"action": "run.started", "run_id": run_id},
         )
+        clock = time.monotonic()
+        attempts = _Attempts(self, inv, run_id)
+        with self._log_tail() as tail:
+            beat = _Heartbeat(self, run_id, inv.lock, tail, inv.interrupt)
+            try:
+                end = attempts.run()
+            finally:
+                beat.stop()
+            if end.status == RunStatus.COMPLETED and (
+                inv.interrupt.lock_lost or not inv.lock.ping()
+            ):
+                # A job with no database work has nothing fenced: its end still counts
+                # only if the lock held to the end.
+                end = Ending(RunStatus.FAILED, ExitCode.FAILED, LOST_LOCK)
+            log.log(
+                logging.INFO if end.status == RunStatus.COMPLETED else logging.ERROR,
+                "%s: run %s %s%s",
+                inv.name,
+                run_id,
+                end.status,
+                f": {end.message}" if end.message else "",
+                extra={"action": f"run.{end.status}", "run_id": run_id},
+            )
+            beat.join()
+        return self._record(inv, run_id, attempts, end, tail, clock)
 
-        from jobctl.context import Counters, RunContext
-
-        name = spec.name
+    @contextmanager
+    def _log_tail(self) -> Iterator[TailHandler]:
+        """The run's log lines (INFO at least, whatever the command's verbosity),
+        kept for the ledger's ``log_tail``."""
         tail = TailHandler(self.settings.log_tail_lines, self.secrets)
         root = logging.getLogger("jobctl")
         root.addHandler(tail)
         saved_level = root.level
         if root.getEffectiveLevel() > logging.INFO:
             root.setLevel(logging.INFO)
-        job_log = logging.getLogger(f"jobctl.job.{name}")
-        stop = threading.Event()
-        beat = threading.Thread(
-            target=self._heartbeat,
-            args=(run_id, lock, tail, stop, interrupt),
-            name=f"jobctl-heartbeat-{run_id}",
-            daemon=True,
-        )
-        beat.start()
-        retries = cfg.retries if options.retries is None else options.retries
-        delay = cfg.retry_delay if options.retry_delay is None else options.retry_delay
-        timeout = options.timeout or cfg.timeout
-        state: dict[str, Any] = {"attempts": 0, "ctx": None}
-        clock = time.monotonic()
-        status, code, message, detail = "completed", ExitCode.OK, None, None
-        log.info(
-            "%s: run %s started (trigger %s%s)",
-            name,
-            run_id,
-            trigger,
-            f", slot {_iso(slot)}" if slot else "",
-            extra={"action": "run.started", "run_id": run_id},
-        )
-
-        def fence(conn: Any) -> None:
-            if interrupt.lock_lost or not ledger.fence(conn, run_id):
-                raise LockLost(LOST_LOCK)
-
-        def check_lock() -> None:
-            if interrupt.lock_lost or not lock.ping():
-                raise LockLost(LOST_LOCK)
-
-        run_db = self.db.fenced(fence)
-
-        def attempt() -> RunContext:
-            interrupt.arm()
-            state["attempts"] += 1
-            ctx = RunContext(
-                run_id=run_id,
-                job=name,
-                params=dict(params),
-                settings=self.settings,
-                config=cfg,
-                db=run_db,
-                log=job_log,
-                trigger=trigger,
-                partition=options.partition,
-                scheduled_for=slot,
-                attempt=state["attempts"],
-                force=options.force,
-                dry_run=options.dry_run,
-                progress=options.extra.get("progress"),
-                _start_child=self._start_child,
-                _check_lock=check_lock,
-            )
-            ctx.stats.update(options.extra.get("stats", {}))
-            state["ctx"] = ctx
-            ok = False
-            try:
-                result = spec.fn(ctx, **dict(options.extra.get("kwargs", {})))
-                _apply_result(ctx, result)
-                ok = True
-            finally:
-                if ok:
-                    # Not while committing: a signal then would record a run as
-                    # cancelled whose work the server may have committed.
-                    interrupt.disarm()
-                ctx._finish(ok)
-            return ctx
-
-        def before_sleep(retry_state: RetryCallState) -> None:
-            exc = retry_state.outcome.exception() if retry_state.outcome else None
-            wait = retry_state.next_action.sleep if retry_state.next_action else 0
-            log.warning(
-                "%s: attempt %d failed (%s); retrying in %s",
-                name,
-                retry_state.attempt_number,
-                self._clean(str(exc)),
-                format_duration(wait),
-                extra={"action": "run.retry", "run_id": run_id},
-            )
-
-        retrying = Retrying(
-            stop=stop_after_attempt(retries + 1),
-            wait=wait_exponential_jitter(
-                multiplier=delay.total_seconds(),
-                max=max(delay.total_seconds() * 32, 1.0),
-                jitter=delay.total_seconds(),
-            ),
-            retry=retry_if_exception(lambda e: isinstance(e, JobError) and e.transient),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
         try:
-            interrupt.set_timeout(timeout)
-            interrupt.arm()
-            ctx = retrying(attempt)
-        except Interruption as stopped:
-            exc, detail = stopped.cause, self._clean("".join(traceback.format_exception(stopped)))
-            if isinstance(exc, RunCancelled):
-                status, code, message, detail = "cancelled", exc.exit_code, str(exc), None
-            else:
-                status, code, message = "failed", exc.exit_code, self._clean(str(exc))
-        except RunCancelled as exc:  # a child run was cancelled: so is its parent
-            status, code, message = "cancelled", exc.exit_code, str(exc)
-        except JobctlError as exc:
-            status, message = "failed", self._clean(str(exc))
-            code = ExitCode.USAGE if isinstance(exc, UsageError) else ExitCode.FAILED
-            detail = self._clean("".join(traceback.format_exception(exc)))
-        except Exception as exc:
-            status, code = "failed", ExitCode.FAILED
-            message = self._clean(f"{type(exc).__name__}: {exc}")
-            detail = self._clean("".join(traceback.format_exception(exc)))
+            yield tail
         finally:
-            interrupt.disarm()
-            interrupt.clear_timeout()
-            stop.set()
-        ctx = state["ctx"]
-        if status == "completed" and (interrupt.lock_lost or not lock.ping()):
-            # A job with no database work has nothing fenced: its end still counts
-            # only if the lock held to the end.
-            status, code, message = "failed", ExitCode.FAILED, LOST_LOCK
+            root.removeHandler(tail)
+            root.setLevel(saved_level)
+
+    def _record(
+        self,
+        inv: Invocation,
+        run_id: int,
+        attempts: _Attempts,
+        end: Ending,
+        tail: TailHandler,
+        clock: float,
+    ) -> RunOutcome:
+        """Write the run's end (counters, status, error, log tail) and say how it ended."""
+        from jobctl.context import Counters
+
+        ctx = attempts.ctx
         counters = ctx.counters if ctx is not None else Counters()
         stats = dict(ctx.stats) if ctx is not None else {}
-        if status != "completed" and ctx is not None:
+        if end.status != RunStatus.COMPLETED and ctx is not None:
             stats.setdefault("records_before_failure", counters.total)
-        level = logging.INFO if status == "completed" else logging.ERROR
-        log.log(
-            level,
-            "%s: run %s %s%s",
-            name,
-            run_id,
-            status,
-            f": {message}" if message else "",
-            extra={"action": f"run.{status}", "run_id": run_id},
-        )
-        beat.join(timeout=5)
-        root.removeHandler(tail)
-        root.setLevel(saved_level)
+        partition = ctx.partition if ctx is not None else None
         source = self.secrets.url(ctx.source) if ctx is not None and ctx.source else None
         try:
             with self.db.begin() as conn:
                 still_ours = ledger.finish_run(
                     conn,
                     run_id,
-                    status=status,
-                    attempts=state["attempts"],
+                    status=end.status,
+                    attempts=attempts.count,
                     counters=counters.as_columns(),
                     stats=self.secrets.data(stats),
-                    error_message=message,
-                    error_detail=detail,
+                    error_message=end.message,
+                    error_detail=end.detail,
                     log_tail=tail.snapshot(),
                     source=source,
-                    partition=ctx.partition if ctx is not None else None,
+                    partition=partition,
                 )
             if not still_ours:
-                status, code = "abandoned", ExitCode.FAILED
                 message = (
                     f"run {run_id} was marked abandoned by another process while it ran "
                     "(its lock connection was lost)"
                 )
-                log.error("%s: %s", name, message, extra={"action": "run.abandoned"})
+                end = replace(
+                    end, status=RunStatus.ABANDONED, code=ExitCode.FAILED, message=message
+                )
+                log.error("%s: %s", inv.name, message, extra={"action": "run.abandoned"})
         except DatabaseError as exc:
-            log.error("%s: could not record the end of run %s: %s", name, run_id, exc)
+            log.error("%s: could not record the end of run %s: %s", inv.name, run_id, exc)
         return RunOutcome(
-            name,
+            inv.name,
             run_id,
-            status,
-            code,
-            message or "",
+            end.status,
+            end.code,
+            end.message or "",
             counters.as_dict(),
             stats,
-            slot,
-            ctx.partition if ctx is not None else options.partition,
+            inv.slot,
+            partition if ctx is not None else inv.options.partition,
             int((time.monotonic() - clock) * 1000),
         )
 
-    def _finish_unstarted(self, run_id: int, status: str, message: str) -> None:
+    def _finish_unstarted(self, run_id: int, status: RunStatus, message: str) -> None:
         with self.db.begin() as conn:
             ledger.finish_run(
                 conn,
@@ -534,25 +493,27 @@ class Runner:
                 log_tail=[],
             )
 
-    def _start_child(self, job: str, options: RunOptions, parent_id: int) -> RunOutcome:
-        return self.run(job, replace(options, parent_id=parent_id))
+    def _start_child(self, job: str, request: ChildRequest, parent_id: int) -> RunOutcome:
+        """A job's ``ctx.run_child``: the request as runner options, under this run."""
+        options = RunOptions(
+            params=request.params,
+            wait=request.wait,
+            wait_timeout=request.wait_timeout,
+            trigger=request.trigger,
+            force=request.force,
+            partition=request.partition,
+            scheduled_for=request.scheduled_for,
+            parent_id=parent_id,
+            plan=request.plan,
+            already_done=request.already_done,
+        )
+        return self.run(job, options)
 
-    def _catch_up(
-        self,
-        spec: JobSpec,
-        cfg: JobConfig,
-        options: RunOptions,
-        trigger: str,
-        params: dict[str, str],
-        slot: datetime,
-        now: datetime,
-        run_id: int,
-        lock: JobLock,
-        interrupt: Interrupts,
-    ) -> list[RunOutcome]:
+    def _catch_up(self, inv: Invocation, slot: datetime, run_id: int) -> list[RunOutcome]:
         """``catchup = "all"``: run the missed slots in the window, oldest first, as children."""
         from jobctl.gaps import missing
 
+        spec, cfg = inv.spec, inv.cfg
         if not spec.date_based:
             log.warning(
                 "%s: catchup = all needs a job whose work depends on the date; "
@@ -561,7 +522,7 @@ class Runner:
             )
             return []
         with self.db.begin() as conn:
-            gaps = missing(conn, self.settings, spec, cfg, now - cfg.catchup_window, slot)
+            gaps = missing(conn, self.settings, spec, cfg, inv.now - cfg.catchup_window, slot)
         if gaps:
             log.info(
                 "%s: catching up %d missed slot(s) first",
@@ -569,21 +530,17 @@ class Runner:
                 len(gaps),
                 extra={"action": "run.catchup", "run_id": run_id},
             )
-        outcomes = []
+        outcomes: list[RunOutcome] = []
         for gap in gaps:
             child = replace(
-                options,
+                inv.options,
                 scheduled_for=gap.scheduled_for,
                 parent_id=run_id,
                 force=False,
                 partition=None,
             )
-            outcomes.append(
-                self._run_locked(
-                    spec, cfg, child, trigger, params, gap.scheduled_for, now, lock, interrupt
-                )
-            )
-            if outcomes[-1].status == "cancelled":
+            outcomes.append(self._run_locked(replace(inv, options=child, slot=gap.scheduled_for)))
+            if outcomes[-1].status == RunStatus.CANCELLED:
                 break
         return outcomes
 
@@ -613,6 +570,166 @@ class Runner:
 
     def _clean(self, text: str) -> str:
         return self.secrets.text(text)
+
+
+class _Heartbeat:
+    """The thread refreshing ``heartbeat_at`` and the log tail while the run executes."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        run_id: int,
+        lock: JobLock,
+        tail: TailHandler,
+        interrupt: Interrupts,
+    ) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=runner._heartbeat,
+            args=(run_id, lock, tail, self._stop, interrupt),
+            name=f"jobctl-heartbeat-{run_id}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self) -> None:
+        self._thread.join(timeout=5)
+
+
+class _Attempts:
+    """The attempt loop: a context per attempt, transient errors retried (tenacity)
+    with exponential back-off and jitter, the overall timeout and signals armed."""
+
+    def __init__(self, runner: Runner, inv: Invocation, run_id: int) -> None:
+        self.runner = runner
+        self.inv = inv
+        self.run_id = run_id
+        self.count = 0
+        self.ctx: RunContext | None = None
+        # Every transaction the job opens through its context commits only while
+        # this run still holds its lock.
+        self.run_db = runner.db.fenced(self._fence)
+        self.job_log = logging.getLogger(f"jobctl.job.{inv.name}")
+
+    def _fence(self, conn: Any) -> None:
+        if self.inv.interrupt.lock_lost or not ledger.fence(conn, self.run_id):
+            raise LockLost(LOST_LOCK)
+
+    def _check_lock(self) -> None:
+        if self.inv.interrupt.lock_lost or not self.inv.lock.ping():
+            raise LockLost(LOST_LOCK)
+
+    def run(self) -> Ending:
+        """Every attempt until one succeeds or retrying stops; how they ended."""
+        inv, cfg = self.inv, self.inv.cfg
+        interrupt = inv.interrupt
+        try:
+            interrupt.set_timeout(inv.options.timeout or cfg.timeout)
+            interrupt.arm()
+            self._retrying()(self.attempt)
+        except (Interruption, Exception) as exc:
+            return failure(exc, self.runner._clean)
+        finally:
+            interrupt.disarm()
+            interrupt.clear_timeout()
+        return Ending(RunStatus.COMPLETED, ExitCode.OK)
+
+    def attempt(self) -> None:
+        from jobctl.context import RunContext
+
+        inv, options = self.inv, self.inv.options
+        inv.interrupt.arm()
+        self.count += 1
+        ctx = RunContext(
+            run_id=self.run_id,
+            job=inv.name,
+            params=dict(inv.params),
+            settings=self.runner.settings,
+            config=inv.cfg,
+            db=self.run_db,
+            log=self.job_log,
+            trigger=inv.trigger,
+            partition=options.partition,
+            scheduled_for=inv.slot,
+            attempt=self.count,
+            force=options.force,
+            dry_run=options.dry_run,
+            progress=options.progress,
+            _start_child=self.runner._start_child,
+            _check_lock=self._check_lock,
+            _jobs=self.runner.jobs,
+        )
+        self.ctx = ctx
+        ok = False
+        try:
+            spec = inv.spec
+            # A tick has no plan yet: the job's default one, validated in the run.
+            plan = (
+                spec.check_plan(options.plan)
+                if options.plan is not None
+                else spec.default_plan(ctx.settings)
+            )
+            _apply_result(ctx, spec.run(ctx, plan))
+            ok = True
+        finally:
+            if ok:
+                # Not while committing: a signal then would record a run as
+                # cancelled whose work the server may have committed.
+                inv.interrupt.disarm()
+            ctx._finish(ok)
+
+    def _retrying(self) -> Retrying:
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt
+        from tenacity import wait_exponential_jitter as jittered
+
+        cfg, options = self.inv.cfg, self.inv.options
+        retries = cfg.retries if options.retries is None else options.retries
+        delay = cfg.retry_delay if options.retry_delay is None else options.retry_delay
+        seconds = delay.total_seconds()
+        return Retrying(
+            stop=stop_after_attempt(retries + 1),
+            wait=jittered(multiplier=seconds, max=max(seconds * 32, 1.0), jitter=seconds),
+            retry=retry_if_exception(is_transient),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+
+    def _before_sleep(self, retry_state: RetryCallState) -> None:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        wait = retry_state.next_action.sleep if retry_state.next_action else 0
+        log.warning(
+            "%s: attempt %d failed (%s); retrying in %s",
+            self.inv.name,
+            retry_state.attempt_number,
+            self.runner._clean(str(exc)),
+            format_duration(wait),
+            extra={"action": "run.retry", "run_id": self.run_id},
+        )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """What the runner retries: a job error that says a retry may help."""
+    return isinstance(exc, JobError) and exc.transient
+
+
+def failure(exc: BaseException, clean: Callable[[str], str]) -> Ending:
+    """How an error that ended the attempts is recorded; its exit code is its own."""
+    if isinstance(exc, Interruption):
+        cause = exc.cause
+        if isinstance(cause, RunCancelled):
+            return Ending(RunStatus.CANCELLED, exit_code_of(cause), str(cause))
+        return Ending(RunStatus.FAILED, exit_code_of(cause), clean(str(cause)), _trace(exc, clean))
+    if isinstance(exc, RunCancelled):  # a child run was cancelled: so is its parent
+        return Ending(RunStatus.CANCELLED, exit_code_of(exc), str(exc))
+    message = str(exc) if isinstance(exc, JobctlError) else f"{type(exc).__name__}: {exc}"
+    return Ending(RunStatus.FAILED, exit_code_of(exc), clean(message), _trace(exc, clean))
+
+
+def _trace(exc: BaseException, clean: Callable[[str], str]) -> str:
+    return clean("".join(traceback.format_exception(exc)))
 
 
 def _apply_result(ctx: RunContext, result: Any) -> None:
@@ -662,4 +779,4 @@ def _holder_message(job: str, holder: ledger.Holder) -> str:
     )
 
 
-__all__ = ["RunOptions", "RunOutcome", "Runner", "default_trigger"]
+__all__ = ["Invocation", "RunOptions", "RunOutcome", "Runner", "default_trigger"]

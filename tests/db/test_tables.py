@@ -146,8 +146,7 @@ def test_ledger_columns_are_real_columns_without_internals() -> None:
 
 def test_reflection_sees_the_check_constraints(db_url: str) -> None:
     """The statuses and triggers the ledger writes are the ones the database accepts."""
-    from jobctl.app import STATUSES
-    from jobctl.runner import TRIGGERS
+    from jobctl.jobspec import RunStatus, Trigger
 
     db = Database(db_url)
     try:
@@ -156,8 +155,8 @@ def test_reflection_sees_the_check_constraints(db_url: str) -> None:
     finally:
         db.dispose()
     status_check = next(c for c in checks if c["name"] == "runs_status_check")
-    for status in STATUSES:
+    for status in RunStatus:
         assert f"'{status}'" in status_check["sqltext"]
     trigger_check = next(c for c in checks if c["name"] == "runs_trigger_check")
-    for trigger in TRIGGERS:
+    for trigger in Trigger:
         assert f"'{trigger}'" in trigger_check["sqltext"]

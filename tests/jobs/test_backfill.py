@@ -20,6 +20,7 @@ from jobctl.app import App
 from jobctl.config import Settings, load_settings
 from jobctl.errors import UsageError
 from jobctl.jobs import backfill
+from jobctl.jobs.backfill import BackfillArgs
 from jobctl.runner import RunOptions
 from tests.conftest import Cli
 from tests.fixtures.example import append_config, drop_table, example_project, set_key
@@ -588,13 +589,16 @@ def test_app_backfill_refuses_a_day_in_progress_before_any_run(
     app = App(example_settings())
     try:
         with pytest.raises(UsageError, match="has not ended in America/Toronto"):
-            app.backfill(
+            app.run_job(
+                "backfill",
                 RunOptions(now=EVENING),
-                start="2026-11-09",
-                end="2026-11-10",
-                jobs=["snapshot"],
-                missing=False,
-                continue_on_error=False,
+                BackfillArgs(
+                    start="2026-11-09",
+                    end="2026-11-10",
+                    jobs=["snapshot"],
+                    missing=False,
+                    continue_on_error=False,
+                ),
             )
     finally:
         app.close()

@@ -15,6 +15,8 @@ from psycopg.rows import dict_row
 from jobctl.app import App
 from jobctl.config import load_settings
 from jobctl.errors import ExitCode
+from jobctl.jobs.snapshot import SnapshotArgs
+from jobctl.jobs.sync import SyncArgs
 from jobctl.runner import RunOptions
 from tests.fixtures.example import example_project
 
@@ -212,11 +214,11 @@ def test_snapshot_catches_up_the_days_it_missed(
 ) -> None:
     """The example's snapshot job (daily 03:00 Toronto, catchup = all) after an outage."""
     app = example_app
-    synced = app.sync(RunOptions(), sources=[], on_date="2026-10-09", file=None, url=None)
+    synced = app.run_job("sync", RunOptions(), SyncArgs(sources=[], on_date="2026-10-09"))
     assert synced.status == "completed", synced.message
     # Computed by hand for 10-03 .. 10-05 (the slots of 10-04 .. 10-06 are covered).
     for day in ("2026-10-03", "2026-10-04", "2026-10-05"):
-        done = app.snapshot(RunOptions(), sets=[], on_date=day, periods=[])
+        done = app.run_job("snapshot", RunOptions(), SnapshotArgs(sets=[], on_date=day, periods=[]))
         assert done.status == "completed", done.message
     toronto = ZoneInfo("America/Toronto")
     at = datetime(2026, 10, 10, 3, 0, 30, tzinfo=toronto)

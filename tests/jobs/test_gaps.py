@@ -19,6 +19,7 @@ import pytest
 from jobctl.app import App
 from jobctl.config import load_settings
 from jobctl.errors import UsageError
+from jobctl.jobs.snapshot import SnapshotArgs
 from jobctl.runner import RunOptions
 from tests.conftest import Cli
 
@@ -163,9 +164,15 @@ def test_a_completed_run_for_the_partition_covers_the_slot(
         (day, date(2026, 11, day - 1)) for day in range(6, 11)
     ]
     # A failed run for a date does not cover its slot.
-    failing = app.snapshot(RunOptions(), sets=["needs_sync"], on_date="2026-11-08", periods=[])
+    failing = app.run_job(
+        "snapshot",
+        RunOptions(),
+        SnapshotArgs(sets=["needs_sync"], on_date="2026-11-08", periods=[]),
+    )
     assert failing.status == "failed" and failing.partition == "2026-11-08"
-    done = app.snapshot(RunOptions(), sets=["one"], on_date="2026-11-07", periods=[])
+    done = app.run_job(
+        "snapshot", RunOptions(), SnapshotArgs(sets=["one"], on_date="2026-11-07", periods=[])
+    )
     assert done.status == "completed"
     left = [g.served_date for g in app.gaps("snapshot", timedelta(days=5), now=now)]
     assert left == [date(2026, 11, d) for d in (5, 6, 8, 9)]
@@ -181,7 +188,11 @@ def test_a_dry_run_covers_neither_its_slot_nor_its_date(
     before = [g.served_date for g in app.gaps("snapshot", timedelta(days=5), now=now)]
     assert date(2026, 11, 7) in before
 
-    dry = app.snapshot(RunOptions(dry_run=True), sets=["one"], on_date="2026-11-07", periods=[])
+    dry = app.run_job(
+        "snapshot",
+        RunOptions(dry_run=True),
+        SnapshotArgs(sets=["one"], on_date="2026-11-07", periods=[]),
+    )
     assert dry.status == "completed" and dry.partition == "2026-11-07"
     row = psql.execute(
         "SELECT status, dry_run FROM jobctl.runs WHERE id = %s", (dry.run_id,)

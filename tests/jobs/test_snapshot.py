@@ -17,7 +17,8 @@ from psycopg.rows import dict_row
 from jobctl.app import App
 from jobctl.config import load_settings
 from jobctl.errors import UsageError
-from jobctl.jobs.snapshot import served_date
+from jobctl.jobs.snapshot import SnapshotArgs, served_date
+from jobctl.jobs.sync import SyncArgs
 from jobctl.runner import RunOptions, RunOutcome
 from tests.conftest import Cli
 from tests.fixtures.example import append_config, example_project, set_key
@@ -47,14 +48,18 @@ def make_app(example: Path, db_url: str) -> Iterator[Callable[[], App]]:
 
 
 def sync(app: App, on_date: str | None = None, *sources: str) -> None:
-    outcome = app.sync(RunOptions(), sources=list(sources), on_date=on_date, file=None, url=None)
+    outcome = app.run_job("sync", RunOptions(), SyncArgs(sources=list(sources), on_date=on_date))
     assert outcome.status == "completed", outcome.message
 
 
 def snapshot(
     app: App, on_date: str | None, *sets: str, periods: tuple[str, ...] = ()
 ) -> RunOutcome:
-    outcome = app.snapshot(RunOptions(), sets=list(sets), on_date=on_date, periods=list(periods))
+    outcome = app.run_job(
+        "snapshot",
+        RunOptions(),
+        SnapshotArgs(sets=list(sets), on_date=on_date, periods=list(periods)),
+    )
     assert outcome.status == "completed", outcome.message
     return outcome
 
@@ -486,11 +491,13 @@ def test_a_dry_run_sync_does_not_satisfy_requires_sync(
     set_key(example, "snapshots.pageviews_daily", "requires_sync = true")
     app = make_app()
     sync(app, (DAY - timedelta(days=1)).isoformat())  # the page views table exists
-    dry = app.sync(
-        RunOptions(dry_run=True), sources=[], on_date=DAY.isoformat(), file=None, url=None
+    dry = app.run_job(
+        "sync", RunOptions(dry_run=True), SyncArgs(sources=[], on_date=DAY.isoformat())
     )
     assert dry.status == "completed" and dry.partition == DAY.isoformat()
-    refused = app.snapshot(RunOptions(), sets=[], on_date=DAY.isoformat(), periods=[])
+    refused = app.run_job(
+        "snapshot", RunOptions(), SnapshotArgs(sets=[], on_date=DAY.isoformat(), periods=[])
+    )
     assert refused.status == "failed"
     assert f"needs a completed sync for {DAY}" in refused.message
     sync(app, DAY.isoformat())
@@ -506,24 +513,33 @@ def test_date_not_ended_in_the_sets_zone_is_refused_unless_forced(
 ) -> None:
     app = make_app()
     with pytest.raises(UsageError) as refused:
-        app.snapshot(RunOptions(now=EVENING), sets=[], on_date="2026-11-10", periods=[])
+        app.run_job(
+            "snapshot",
+            RunOptions(now=EVENING),
+            SnapshotArgs(sets=[], on_date="2026-11-10", periods=[]),
+        )
     assert str(refused.value) == (
         "--date 2026-11-10 has not ended in America/Toronto: it ends at 2026-11-11 00:00 EST, "
         "in 4h08m; a run for it would record a partial day as done (--force takes it anyway)"
     )
     with pytest.raises(UsageError, match="--date 2026-11-11 is in the future"):
-        app.snapshot(RunOptions(now=EVENING, force=True), sets=[], on_date="2026-11-11", periods=[])
+        app.run_job(
+            "snapshot",
+            RunOptions(now=EVENING, force=True),
+            SnapshotArgs(sets=[], on_date="2026-11-11", periods=[]),
+        )
     assert psql.execute("SELECT count(*) FROM jobctl.runs").fetchone() == (0,)
     sync(app, None, "permits")
-    forced = app.snapshot(
+    forced = app.run_job(
+        "snapshot",
         RunOptions(now=EVENING, force=True),
-        sets=["permits_by_ward"],
-        on_date="2026-11-10",
-        periods=[],
+        SnapshotArgs(sets=["permits_by_ward"], on_date="2026-11-10", periods=[]),
     )
     assert forced.status == "completed" and forced.partition == "2026-11-10"
-    ended = app.snapshot(
-        RunOptions(now=EVENING), sets=["permits_by_ward"], on_date="2026-11-09", periods=[]
+    ended = app.run_job(
+        "snapshot",
+        RunOptions(now=EVENING),
+        SnapshotArgs(sets=["permits_by_ward"], on_date="2026-11-09", periods=[]),
     )
     assert ended.status == "completed" and ended.partition == "2026-11-09"
 
@@ -558,9 +574,15 @@ def test_default_date_has_ended_in_every_sets_zone(
     assert psql.execute("SELECT period_start FROM snap_hawaii").fetchall() == [(date(2026, 10, 8),)]
     # --date is judged in the zones of the sets chosen.
     with pytest.raises(UsageError, match="2026-10-09 has not ended in Pacific/Honolulu"):
-        app.snapshot(RunOptions(now=slot), sets=["hawaii"], on_date="2026-10-09", periods=[])
-    ours = app.snapshot(
-        RunOptions(now=slot), sets=["permits_by_ward"], on_date="2026-10-09", periods=[]
+        app.run_job(
+            "snapshot",
+            RunOptions(now=slot),
+            SnapshotArgs(sets=["hawaii"], on_date="2026-10-09", periods=[]),
+        )
+    ours = app.run_job(
+        "snapshot",
+        RunOptions(now=slot),
+        SnapshotArgs(sets=["permits_by_ward"], on_date="2026-10-09", periods=[]),
     )
     assert ours.status == "completed", ours.message
 

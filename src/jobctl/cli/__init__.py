@@ -27,7 +27,7 @@ import typer.main
 
 from jobctl import __version__
 from jobctl.cli.state import State
-from jobctl.errors import ExitCode, JobctlError
+from jobctl.errors import ExitCode, JobctlError, exit_code_of
 
 if TYPE_CHECKING:
     # Typer vendors click; these are only its types.
@@ -307,9 +307,9 @@ def main(argv: list[str] | None = None) -> None:
         code = ExitCode.SIGINT
     except JobctlError as exc:
         _error(str(exc), state)
-        code = int(exc.exit_code)
-    except KeyboardInterrupt:
-        code = ExitCode.SIGINT
+        code = int(exit_code_of(exc))
+    except KeyboardInterrupt as exc:
+        code = int(exit_code_of(exc))
     except Exception as exc:
         # Typer vendors click; its usage errors carry format_message() and exit_code.
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):

@@ -109,19 +109,15 @@ def backfill_command(
     trigger: opt.Trigger = None,
 ) -> None:
     """Run sync and/or snapshot for every date in [--from, --to], one child run per date."""
+    from jobctl.jobs.backfill import BackfillArgs
+
     state: State = ctx.obj
+    args = BackfillArgs(start, end, job or [], missing, continue_on_error)
     with progress_bar() as progress:
-        options = opt.from_command(locals(), extra={"progress": progress} if progress else {})
-        outcome = state.app.backfill(
-            options,
-            start=start,
-            end=end,
-            jobs=job or [],
-            missing=missing,
-            continue_on_error=continue_on_error,
-        )
-    children = outcome.stats.get("children") or []
-    if children:
+        options = opt.from_command(locals(), progress=progress)
+        outcome = state.app.run_job("backfill", options, args)
+    children = outcome.stats.get("children")
+    if isinstance(children, list) and children:
         render.out.print(summary(children))
     exit_with(outcome)
 

@@ -11,6 +11,7 @@ import typer
 from jobctl.cli import options as opt
 from jobctl.cli import render
 from jobctl.cli.state import State
+from jobctl.jobspec import RunStatus
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -20,7 +21,11 @@ if TYPE_CHECKING:
 jobs_app = typer.Typer(help="Configured jobs.", no_args_is_help=True)
 
 
-OUTCOME_LEVEL = {"failed": "error", "abandoned": "error", "cancelled": "warning"}
+OUTCOME_LEVEL: dict[str, str] = {
+    RunStatus.FAILED: "error",
+    RunStatus.ABANDONED: "error",
+    RunStatus.CANCELLED: "warning",
+}
 
 
 def report_outcome(outcome: RunOutcome) -> None:

@@ -21,19 +21,20 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from jobctl.durations import format_duration
+from jobctl.jobspec import RunStatus
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-STATUS_STYLE = {
-    "completed": "green",
-    "failed": "bold red",
-    "running": "cyan",
-    "cancelled": "yellow",
-    "skipped": "dim",
-    "abandoned": "magenta",
+STATUS_STYLE: dict[str, str] = {
+    RunStatus.COMPLETED: "green",
+    RunStatus.FAILED: "bold red",
+    RunStatus.RUNNING: "cyan",
+    RunStatus.CANCELLED: "yellow",
+    RunStatus.SKIPPED: "dim",
+    RunStatus.ABANDONED: "magenta",
 }
 
 _consoles: dict[str, Console] = {}

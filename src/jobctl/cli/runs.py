@@ -10,6 +10,7 @@ import typer
 from jobctl.cli import render
 from jobctl.cli.options import duration
 from jobctl.cli.state import State
+from jobctl.jobspec import RunStatus
 
 runs_app = typer.Typer(help="The run ledger: what ran, when, how it ended.", no_args_is_help=True)
 
@@ -88,7 +89,7 @@ def runs_show(
         )
         render.print_table(table)
         for child in children:
-            if child["status"] != "completed" and child.get("error_message"):
+            if child["status"] != RunStatus.COMPLETED and child.get("error_message"):
                 render.out.print(
                     Text(f"run {child['id']}: {child['error_message']}"), soft_wrap=True
                 )

@@ -37,12 +37,12 @@ def snapshot_command(
     force: opt.Force = False,
 ) -> None:
     """Compute snapshot sets for day / week / month periods (re-running replaces a period)."""
+    from jobctl.jobs.snapshot import SnapshotArgs
+
     state: State = ctx.obj
+    args = SnapshotArgs(sets=snapshot_set or [], on_date=on_date, periods=period or [])
     options = opt.from_command(locals(), dry_run=dry_run)
-    outcome = state.app.snapshot(
-        options, sets=snapshot_set or [], on_date=on_date, periods=period or []
-    )
-    exit_with(outcome)
+    exit_with(state.app.run_job("snapshot", options, args))
 
 
 def register(app: typer.Typer) -> None:

@@ -148,12 +148,13 @@ def sync_command(
     ] = False,
 ) -> None:
     """Ingest each configured feed into its table: new, updated, unchanged, removed, errors."""
+    from jobctl.jobs.sync import SyncArgs
+
     state: State = ctx.obj
+    args = SyncArgs(sources=source or [], on_date=on_date, file=file, url=url)
     with progress_reporter(verbose=state.verbosity > 0, dry_run=dry_run) as progress:
-        options = opt.from_command(
-            locals(), dry_run=dry_run, extra={"progress": progress} if progress else {}
-        )
-        outcome = state.app.sync(options, sources=source or [], on_date=on_date, file=file, url=url)
+        options = opt.from_command(locals(), dry_run=dry_run, progress=progress)
+        outcome = state.app.run_job("sync", options, args)
     exit_with(outcome)
 
 

@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 from jobctl import __version__
 from jobctl.db.locks import HELD_SQL, NAMESPACE
 from jobctl.errors import DatabaseError
+from jobctl.jobspec import RunStatus, Trigger
 
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement, Connection
@@ -64,8 +65,8 @@ def insert_run(
     conn: Connection | psycopg.Connection[Any],
     *,
     job: str,
-    status: str,
-    trigger: str,
+    status: RunStatus,
+    trigger: Trigger,
     params: Mapping[str, Any] | None = None,
     partition: str | None = None,
     parent_id: int | None = None,
@@ -97,7 +98,7 @@ def insert_run(
     }
     columns = [*values, "heartbeat_at", "attempts", "log_tail"]
     row = [f"%({name})s" for name in values] + ["now()", "0", "ARRAY[]::text[]"]
-    if status != "running":
+    if status != RunStatus.RUNNING:
         columns += ["finished_at", "duration_ms"]
         row += ["now()", "0"]
     sql = f"INSERT INTO jobctl.runs ({', '.join(columns)}) VALUES ({', '.join(row)}) RETURNING id"
@@ -113,7 +114,9 @@ def heartbeat(conn: Connection, run_id: int, log_tail: Sequence[str] | None = No
     if log_tail is not None:
         values["log_tail"] = list(log_tail)
     result = conn.execute(
-        update(runs).where(and_(runs.c.id == run_id, runs.c.status == "running")).values(**values)
+        update(runs)
+        .where(and_(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING))
+        .values(**values)
     )
     return result.rowcount == 1
 
@@ -122,7 +125,7 @@ def finish_run(
     conn: Connection,
     run_id: int,
     *,
-    status: str,
+    status: RunStatus,
     attempts: int,
     counters: Mapping[str, int],
     stats: Mapping[str, Any],
@@ -158,7 +161,9 @@ def finish_run(
     if partition is not None:
         values["partition"] = partition
     result = conn.execute(
-        update(runs).where(and_(runs.c.id == run_id, runs.c.status == "running")).values(**values)
+        update(runs)
+        .where(and_(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING))
+        .values(**values)
     )
     return result.rowcount == 1
 
@@ -232,7 +237,7 @@ def _done() -> ColumnElement[bool]:
 
     from jobctl.db.tables import runs
 
-    return and_(runs.c.status == "completed", runs.c.dry_run.is_(False))
+    return and_(runs.c.status == RunStatus.COMPLETED, runs.c.dry_run.is_(False))
 
 
 def completed_slot_run(conn: Connection, job: str, scheduled_for: datetime) -> int | None:
@@ -323,7 +328,7 @@ def running_now(conn: Connection) -> dict[str, dict[str, Any]]:
 
     rows = conn.execute(
         select(runs.c.id, runs.c.job, runs.c.host, runs.c.pid, runs.c.started_at)
-        .where(runs.c.status == "running", runs.c.parent_id.is_(None))
+        .where(runs.c.status == RunStatus.RUNNING, runs.c.parent_id.is_(None))
         .order_by(runs.c.started_at)
     ).mappings()
     return {r["job"]: dict(r) for r in rows}

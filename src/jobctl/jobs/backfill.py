@@ -14,8 +14,8 @@ them, or the half day would be computed and then skipped as done forever
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,7 +25,7 @@ from jobctl.context import RunContext
 from jobctl.days import check_over
 from jobctl.durations import parse_date
 from jobctl.errors import ConfigError, ExitCode, JobError, RunCancelled, UsageError
-from jobctl.registry import JobSpec
+from jobctl.jobspec import ChildRequest, JobSpec, Plan, Planning, RunOutcome, RunStatus, Trigger
 
 BACKFILL_JOBS = ("sync", "snapshot")
 DEFAULT_MAX_DAYS = 366
@@ -51,6 +51,19 @@ class BackfillPlan:
     children: tuple[Child, ...] = field(default=())
     #: The clock the range was validated against; None: the real clock.
     now: datetime | None = None
+    #: Stored with the run (``--from``, ``--to``, the jobs, ``--missing``).
+    params: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class BackfillArgs:
+    """``jobctl backfill``'s own arguments."""
+
+    start: str
+    end: str
+    jobs: Sequence[str] = ()
+    missing: bool = False
+    continue_on_error: bool = False
 
 
 def _settings_section(settings: Settings) -> tuple[tuple[str, ...] | None, int]:
@@ -146,6 +159,27 @@ def plan(
     return BackfillPlan(first, last, chosen, missing, force, continue_on_error, dated, now=now)
 
 
+def plan_args(settings: Settings, args: BackfillArgs, planning: Planning) -> BackfillPlan:
+    """The command's plan (:func:`plan`), with the params stored with its run.
+
+    ``--force`` applies to the children's dates, not to the backfill's own slot.
+    """
+    planned = plan(
+        settings,
+        start=args.start,
+        end=args.end,
+        jobs=args.jobs,
+        missing=args.missing,
+        force=planning.force,
+        continue_on_error=args.continue_on_error,
+        now=planning.now,
+    )
+    params = {"from": args.start, "to": args.end, "jobs": ",".join(planned.jobs)}
+    if args.missing:
+        params["missing"] = "true"
+    return replace(planned, params=params)
+
+
 def _children(ctx: RunContext, plan_: BackfillPlan) -> list[Child]:
     if not plan_.missing:
         return [
@@ -153,10 +187,6 @@ def _children(ctx: RunContext, plan_: BackfillPlan) -> list[Child]:
             for n in range((plan_.end - plan_.start).days + 1)
             for job in plan_.jobs
         ]
-    from jobctl.gaps import missing
-    from jobctl.registry import builtin_jobs
-
-    specs = builtin_jobs()
     zone = ZoneInfo(ctx.settings.timezone)
     window_start = datetime.combine(plan_.start - timedelta(days=2), time(), zone)
     window_end = datetime.combine(plan_.end + timedelta(days=3), time(), zone)
@@ -165,15 +195,11 @@ def _children(ctx: RunContext, plan_: BackfillPlan) -> list[Child]:
         cfg = ctx.settings.job(job)
         if not cfg.schedule:
             raise UsageError(f"--missing needs a schedule for job {job!r} (jobs.{job}.schedule)")
-        with ctx.transaction() as conn:
-            gaps = missing(
-                conn,
-                ctx.settings,
-                specs.get(job),
-                cfg,
-                window_start.astimezone(UTC),
-                min(window_end.astimezone(UTC), plan_.now or datetime.now(UTC)),
-            )
+        gaps = ctx.missing_slots(
+            job,
+            window_start.astimezone(UTC),
+            min(window_end.astimezone(UTC), plan_.now or datetime.now(UTC)),
+        )
         for gap in gaps:
             day = (
                 (_sync_date(ctx.settings, plan_, gap.scheduled_for) if job == "sync" else None)
@@ -203,21 +229,14 @@ def _sync_date(settings: Settings, plan_: BackfillPlan, slot: datetime) -> date 
     return days.pop() if len(days) == 1 else None
 
 
-def run(ctx: RunContext, backfill_plan: BackfillPlan) -> None:
-    from jobctl.db import ledger
-    from jobctl.jobs import snapshot, sync
-    from jobctl.runner import RunOptions
-
-    plan_ = backfill_plan
+def run(ctx: RunContext, plan_: BackfillPlan) -> None:
     ctx.partition = f"{plan_.start}..{plan_.end}"
     children = _children(ctx, plan_)
-    done: dict[tuple[str, str], int] = {}
+    done: set[tuple[str, str]] = set()
     if not plan_.force and not plan_.missing:
-        with ctx.transaction() as conn:
-            for job in plan_.jobs:
-                days = [c.day.isoformat() for c in children if c.job == job]
-                for day in ledger.completed_partitions(conn, job, days):
-                    done[(job, day)] = 1
+        for job in plan_.jobs:
+            days = [c.day.isoformat() for c in children if c.job == job]
+            done.update((job, day) for day in ctx.completed_partitions(job, days))
     results: list[dict[str, Any]] = []
     ctx.stats["children"] = results
     failures = 0
@@ -233,34 +252,7 @@ def run(ctx: RunContext, backfill_plan: BackfillPlan) -> None:
         if ctx.progress is not None:
             ctx.progress("backfill", n - 1, total)
         day = child.day.isoformat()
-        options = RunOptions(
-            trigger="backfill",
-            wait=True,
-            wait_timeout=CHILD_LOCK_WAIT,
-            force=plan_.force,
-            partition=day,
-            scheduled_for=child.scheduled_for,
-            params={"date": day},
-        )
-        if (child.job, day) in done:
-            outcome = ctx.run_child(child.job, _already_done(options))
-        else:
-            if child.job == "sync":
-                # The range was checked against the same clock and --force already.
-                sync_plan = sync.plan(
-                    ctx.settings,
-                    names=plan_.sync_sources,
-                    on_date=day,
-                    force=plan_.force,
-                    now=plan_.now,
-                )
-                kwargs: dict[str, Any] = {"sync_plan": sync_plan}
-            else:
-                snapshot_plan = snapshot.plan(
-                    ctx.settings, on_date=day, force=plan_.force, now=plan_.now
-                )
-                kwargs = {"snapshot_plan": snapshot_plan}
-            outcome = ctx.run_child(child.job, _with_kwargs(options, kwargs))
+        outcome = ctx.run_child(child.job, _request(ctx, plan_, child, (child.job, day) in done))
         results.append(
             {
                 "date": day,
@@ -272,15 +264,15 @@ def run(ctx: RunContext, backfill_plan: BackfillPlan) -> None:
                 "duration_ms": outcome.duration_ms,
             }
         )
-        if outcome.status == "completed":
+        if outcome.status == RunStatus.COMPLETED:
             ctx.counters.add({k: v for k, v in outcome.counters.items() if k != "total"})
             ctx.counters.total += 1
         ctx.log.info("backfill %d/%d: %s %s %s", n, total, child.job, day, outcome.status)
-        if outcome.status == "cancelled":
+        if outcome.status == RunStatus.CANCELLED:
             raise RunCancelled(
                 "SIGINT" if outcome.exit_code == ExitCode.SIGINT else "SIGTERM", outcome.exit_code
             )
-        if outcome.status in ("failed", "abandoned") or outcome.exit_code == ExitCode.LOCKED:
+        if _failed(outcome):
             failures += 1
             if not plan_.continue_on_error:
                 ctx.log.error(
@@ -295,20 +287,51 @@ def run(ctx: RunContext, backfill_plan: BackfillPlan) -> None:
         raise JobError(f"{failures} of {total} child run(s) failed")
 
 
-def _already_done(options: Any) -> Any:
-    from dataclasses import replace
-
-    reason = (
-        f"already done: a completed run exists for {options.partition} "
-        "(dry runs do not count; --force re-runs it)"
+def _failed(outcome: RunOutcome) -> bool:
+    """A child that counts as a failed date (its lock never came free counts too)."""
+    return (
+        outcome.status in (RunStatus.FAILED, RunStatus.ABANDONED)
+        or outcome.exit_code == ExitCode.LOCKED
     )
-    return replace(options, extra={"skip_reason": reason})
 
 
-def _with_kwargs(options: Any, kwargs: dict[str, Any]) -> Any:
-    from dataclasses import replace
+def _request(ctx: RunContext, plan_: BackfillPlan, child: Child, done: bool) -> ChildRequest:
+    """The child run of ``child``: its plan, or a skip if its date is already done."""
+    day = child.day.isoformat()
+    request = ChildRequest(
+        trigger=Trigger.BACKFILL,
+        wait=True,
+        wait_timeout=CHILD_LOCK_WAIT,
+        force=plan_.force,
+        partition=day,
+        scheduled_for=child.scheduled_for,
+        params={"date": day},
+    )
+    if done:
+        reason = (
+            f"already done: a completed run exists for {day} "
+            "(dry runs do not count; --force re-runs it)"
+        )
+        return replace(request, already_done=reason)
+    return replace(request, plan=_child_plan(ctx.settings, plan_, child.job, day))
 
-    return replace(options, extra={"kwargs": kwargs})
+
+def _child_plan(settings: Settings, plan_: BackfillPlan, job: str, day: str) -> Plan:
+    from jobctl.jobs import snapshot, sync
+
+    # The range was checked against the same clock and --force already.
+    if job == "sync":
+        return sync.plan(
+            settings, names=plan_.sync_sources, on_date=day, force=plan_.force, now=plan_.now
+        )
+    return snapshot.plan(settings, on_date=day, force=plan_.force, now=plan_.now)
 
 
-SPEC = JobSpec("backfill", run, "Re-run sync and/or snapshot over a range of dates", builtin=True)
+SPEC = JobSpec(
+    "backfill",
+    run,
+    plan_args,
+    plan_type=BackfillPlan,
+    description="Re-run sync and/or snapshot over a range of dates",
+    builtin=True,
+)

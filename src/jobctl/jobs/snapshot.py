@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, cast
 
 from jobctl.config import Settings, check_timezone, named_section, table_name
 from jobctl.context import Counters, RunContext
 from jobctl.days import check_over, last_ended
-from jobctl.db import ledger
 from jobctl.db.snapshots import replace_period, snapshot_transaction
 from jobctl.durations import parse_date
 from jobctl.errors import ConfigError, JobError, UsageError
+from jobctl.jobspec import JobSpec, Planning
 from jobctl.periods import (
     PERIOD_TYPES,
     WEEKDAYS,
@@ -43,7 +43,6 @@ from jobctl.periods import (
     period_containing,
     periods_closing_on,
 )
-from jobctl.registry import JobSpec
 
 _KEYS = {
     "table",
@@ -129,6 +128,17 @@ class SnapshotPlan:
     sets: tuple[SnapshotSet, ...]
     date: date | None = None
     periods: tuple[PeriodType, ...] = ()  # empty: the defaults (day + just-closed periods)
+    #: Stored with the run (``--date``, ``--set``, ``--period`` as given).
+    params: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class SnapshotArgs:
+    """``jobctl snapshot``'s own arguments."""
+
+    sets: Sequence[str] = ()
+    on_date: str | None = None
+    periods: Sequence[str] = ()
 
 
 def plan(
@@ -162,6 +172,26 @@ def plan(
     return SnapshotPlan(chosen, day, tuple(cast(PeriodType, p) for p in dict.fromkeys(periods)))
 
 
+def plan_args(settings: Settings, args: SnapshotArgs, planning: Planning) -> SnapshotPlan:
+    """The command's plan (:func:`plan`), with the params stored with its run."""
+    planned = plan(
+        settings,
+        names=args.sets,
+        on_date=args.on_date,
+        periods=args.periods,
+        force=planning.force,
+        now=planning.now,
+    )
+    params = {}
+    if args.on_date:
+        params["date"] = args.on_date
+    if args.sets:
+        params["sets"] = ",".join(args.sets)
+    if args.periods:
+        params["periods"] = ",".join(args.periods)
+    return replace(planned, params=params)
+
+
 def _zones(settings: Settings, sets: Sequence[SnapshotSet]) -> list[str]:
     return [settings.timezone, *(s.timezone for s in sets)]
 
@@ -183,8 +213,7 @@ def periods_for(snapshot: SnapshotSet, day: date, asked: Sequence[PeriodType]) -
     return periods_closing_on(day, snapshot.periods, snapshot.week_start)
 
 
-def run(ctx: RunContext, snapshot_plan: SnapshotPlan | None = None) -> None:
-    plan_ = snapshot_plan or plan(ctx.settings)
+def run(ctx: RunContext, plan_: SnapshotPlan) -> None:
     day = plan_.date or default_date(ctx, plan_.sets)
     ctx.partition = day.isoformat()
     results: dict[str, Any] = {}
@@ -251,9 +280,8 @@ def run(ctx: RunContext, snapshot_plan: SnapshotPlan | None = None) -> None:
 
 
 def _require_sync(ctx: RunContext, snapshot: SnapshotSet, day: date) -> None:
-    with ctx.transaction() as conn:
-        # A dry-run sync applied nothing: it does not count (completed_partitions).
-        done = ledger.completed_partitions(conn, "sync", [day.isoformat()])
+    # A dry-run sync applied nothing: it does not count (completed_partitions).
+    done = ctx.completed_partitions("sync", [day.isoformat()])
     if not done:
         raise JobError(
             f"snapshot set {snapshot.name!r} needs a completed sync for {day} and there is "
@@ -270,7 +298,10 @@ def served_date(settings: Settings, slot: datetime) -> date:
 SPEC = JobSpec(
     "snapshot",
     run,
-    "Roll facts up into day / week / month snapshot tables",
+    plan_args,
+    default_args=SnapshotArgs(),
+    plan_type=SnapshotPlan,
+    description="Roll facts up into day / week / month snapshot tables",
     builtin=True,
     date_based=True,
     served_date=served_date,

@@ -18,8 +18,8 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +39,7 @@ from jobctl.db.feedstore import (
 )
 from jobctl.durations import parse_date
 from jobctl.errors import DocumentError, JobError, SourceError, UsageError
-from jobctl.registry import JobSpec
+from jobctl.jobspec import JobSpec, Planning
 from jobctl.sources.parse import Item, error_answer, iter_records, open_source
 from jobctl.sources.records import (
     BadRecord,
@@ -69,6 +69,18 @@ class SyncPlan:
     sources: tuple[SourceConfig, ...]
     date: date | None = None
     file: Path | None = None
+    url: str | None = None
+    #: Stored with the run (``--date``, ``--source``, ``--dry-run`` as given).
+    params: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class SyncArgs:
+    """``jobctl sync``'s own arguments."""
+
+    sources: Sequence[str] = ()
+    on_date: str | None = None
+    file: str | None = None
     url: str | None = None
 
 
@@ -129,6 +141,27 @@ def plan(
     return SyncPlan(chosen, day, path, url)
 
 
+def plan_args(settings: Settings, args: SyncArgs, planning: Planning) -> SyncPlan:
+    """The command's plan (:func:`plan`), with the params stored with its run."""
+    planned = plan(
+        settings,
+        names=args.sources,
+        on_date=args.on_date,
+        file=args.file,
+        url=args.url,
+        force=planning.force,
+        now=planning.now,
+    )
+    params = {}
+    if args.on_date:
+        params["date"] = args.on_date
+    if args.sources:
+        params["sources"] = ",".join(args.sources)
+    if planning.dry_run:
+        params["dry_run"] = "true"
+    return replace(planned, params=params)
+
+
 def _check_url(url: str) -> None:
     from urllib.parse import urlsplit
 
@@ -151,9 +184,8 @@ def default_date(source: SourceConfig, ctx: RunContext) -> date:
     return base - timedelta(days=1) if source.date == "yesterday" else base
 
 
-def run(ctx: RunContext, sync_plan: SyncPlan | None = None) -> None:
+def run(ctx: RunContext, plan_: SyncPlan) -> None:
     """Sync every source of the plan (all configured sources by default)."""
-    plan_ = sync_plan or plan(ctx.settings)
     per_source: dict[str, Any] = {}
     locations = []
     # The run's partition: the date asked for, else the one date all sources share.
@@ -762,10 +794,13 @@ def served_date(settings: Settings, slot: datetime) -> date | None:
 SPEC = JobSpec(
     "sync",
     run,
-    "Ingest each configured feed into its table with change detection",
+    plan_args,
+    default_args=SyncArgs(),
+    plan_type=SyncPlan,
+    description="Ingest each configured feed into its table with change detection",
     builtin=True,
     date_based=True,
     served_date=served_date,
 )
 
-__all__ = ["SPEC", "SyncPlan", "plan", "run", "sources_of"]
+__all__ = ["SPEC", "SyncArgs", "SyncPlan", "plan", "run", "sources_of"]
