@@ -85,3 +85,41 @@ def test_jobs_never_print() -> None:
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
                 offenders.append(str(path.relative_to(SRC)))
     assert offenders == []
+
+
+def full_imports_of(path: Path) -> set[str]:
+    """Every module ``path`` imports, by its full dotted name (type-only imports too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_jobs_reach_the_runner_and_the_ledger_through_their_context_only() -> None:
+    """A job sees ``jobctl.jobspec`` and its ``RunContext``: it starts children with
+    ``ctx.run_child`` and asks the ledger through context methods."""
+    forbidden = ("jobctl.runner", "jobctl.db.ledger", "jobctl.db.locks", "jobctl.registry")
+    offenders = {
+        str(p.relative_to(SRC)): sorted(
+            m for m in full_imports_of(p) if any(m == f or m.startswith(f + ".") for f in forbidden)
+        )
+        for p in sorted((SRC / "jobs").rglob("*.py"))
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_contract_module_stays_light() -> None:
+    """``jobctl.jobspec`` is imported by every job and a skipped tick: only the
+    standard library and ``jobctl.errors`` at run time."""
+    tree = ast.parse((SRC / "jobspec.py").read_text())
+    runtime = set()
+    for node in tree.body:  # module level, outside ``if TYPE_CHECKING:``
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jobctl"):
+            runtime.add(node.module)
+        elif isinstance(node, ast.Import):
+            runtime.update(a.name for a in node.names if a.name.startswith("jobctl"))
+    assert runtime <= {"jobctl.errors"}
