@@ -456,14 +456,7 @@ class Runner:
                     partition=partition,
                 )
             if not still_ours:
-                message = (
-                    f"run {run_id} was marked abandoned by another process while it ran "
-                    "(its lock connection was lost)"
-                )
-                end = replace(
-                    end, status=RunStatus.ABANDONED, code=ExitCode.FAILED, message=message
-                )
-                log.error("%s: %s", inv.name, message, extra={"action": "run.abandoned"})
+                end = _abandoned(inv.name, run_id, end)
         except DatabaseError as exc:
             log.error("%s: could not record the end of run %s: %s", inv.name, run_id, exc)
         return RunOutcome(
@@ -708,6 +701,16 @@ class _Attempts:
             format_duration(wait),
             extra={"action": "run.retry", "run_id": self.run_id},
         )
+
+
+def _abandoned(job: str, run_id: int, end: Ending) -> Ending:
+    """A run another process marked ``abandoned`` while it ran (its lock was lost)."""
+    message = (
+        f"run {run_id} was marked abandoned by another process while it ran "
+        "(its lock connection was lost)"
+    )
+    log.error("%s: %s", job, message, extra={"action": "run.abandoned"})
+    return replace(end, status=RunStatus.ABANDONED, code=ExitCode.FAILED, message=message)
 
 
 def is_transient(exc: BaseException) -> bool:
