@@ -177,3 +177,13 @@ def test_exit_code_of_reads_the_error() -> None:
     assert exit_code_of(RunCancelled("SIGTERM", ExitCode.SIGTERM)) == ExitCode.SIGTERM
     assert exit_code_of(KeyboardInterrupt()) == ExitCode.SIGINT
     assert exit_code_of(ValueError("x")) == ExitCode.FAILED
+
+
+def test_a_run_taken_over_while_it_ran_ends_abandoned() -> None:
+    from jobctl.runner import Ending, _abandoned
+
+    end = _abandoned("sleepy", 7, Ending(RunStatus.COMPLETED, ExitCode.OK, None, "trace"))
+    assert (end.status, end.code, end.detail) == ("abandoned", ExitCode.FAILED, "trace")
+    assert end.message == (
+        "run 7 was marked abandoned by another process while it ran (its lock connection was lost)"
+    )
