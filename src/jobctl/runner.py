@@ -371,18 +371,19 @@ class Runner:
 
     def _execute(self, inv: Invocation, run_id: int) -> RunOutcome:
         """The attempts, under a heartbeat and a log tail, then the record."""
-        log.info(
-            "%s: run %s started (trigger %s%s)",
-            inv.name,
-            run_id,
-            inv.trigger,
-            f", slot {_iso(inv.slot)}" if inv.slot else "",
-            extra={"action": "run.started", "run_id": run_id},
-        )
-        clock = time.monotonic()
         attempts = _Attempts(self, inv, run_id)
         with self._log_tail() as tail:
             beat = _Heartbeat(self, run_id, inv.lock, tail, inv.interrupt)
+            clock = time.monotonic()
+            # In the log tail: the run's stored lines start with its start.
+            log.info(
+                "%s: run %s started (trigger %s%s)",
+                inv.name,
+                run_id,
+                inv.trigger,
+                f", slot {_iso(inv.slot)}" if inv.slot else "",
+                extra={"action": "run.started", "run_id": run_id},
+            )
             try:
                 end = attempts.run()
             finally:
