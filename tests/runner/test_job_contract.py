@@ -104,6 +104,7 @@ def test_a_built_in_style_job_plans_runs_and_starts_a_child(
     assert parent["status"] == "completed" and parent["partition"] == "n=3"
     assert (parent["records_total"], parent["records_new"], parent["records_updated"]) == (3, 3, 1)
     assert parent["stats"]["child"] == {"run_id": child["id"], "status": "completed"}
+    assert f"count: run {parent['id']} started (trigger manual)" in parent["log_tail"][0]
     assert child["job"] == "sleepy" and child["parent_id"] == parent["id"]
     assert child["trigger"] == "backfill" and child["params"] == {"seconds": "0"}
     assert child["status"] == "completed" and child["records_new"] == 1
