@@ -14,82 +14,62 @@ import io
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, time, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, cast
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
 
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
-from jobctl.durations import parse_duration, shown
+from jobctl.config_models import (
+    JOB_OVERRIDES,
+    AlertsConfig,
+    BackfillConfig,
+    Channel,
+    Check,
+    ConfigFile,
+    Flavour,
+    JobConfig,
+    ReportConfig,
+    RetentionConfig,
+    SnapshotSet,
+    SourceConfig,
+    convert,
+    parse_channels,
+    parse_snapshot_sets,
+    parse_sources,
+)
+from jobctl.config_types import (
+    ENVIRONMENT,
+    MAX_LOG_TAIL_LINES,
+    MAX_RETRIES,
+    Blame,
+    check_database_url,
+    check_timezone,
+)
+from jobctl.durations import shown
 from jobctl.errors import ConfigError, UsageError
 
-#: The origin named for a value read from the real environment.
-ENVIRONMENT = "environment"
-MAX_RETRIES = 100
-MAX_LOG_TAIL_LINES = 100_000
+__all__ = [
+    "BUILTIN_JOBS",
+    "ENVIRONMENT",
+    "MAX_LOG_TAIL_LINES",
+    "MAX_RETRIES",
+    "JobConfig",
+    "Settings",
+    "check_database_url",
+    "check_timezone",
+    "job_config",
+    "load_env",
+    "load_settings",
+    "terminal_forced",
+]
+
 BUILTIN_JOBS = ("sync", "snapshot", "backfill", "cleanup", "report")
-Catchup = Literal["latest", "all", "none"]
-Flavour = Literal["systemd", "cron", "k8s"]
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_TOP_KEYS = {
-    "database_url",
-    "timezone",
-    "data_dir",
-    "jobs_module",
-    "jobs_path",
-    "scheduler",
-    "log_tail_lines",
-    "heartbeat",
-    "jobs",
-    "sources",
-    "snapshots",
-    "retention",
-    "report",
-    "alerts",
-    "channels",
-    "checks",
-    "backfill",
-}
-_JOB_KEYS = {
-    "enabled",
-    "schedule",
-    "timezone",
-    "timeout",
-    "retries",
-    "retry_delay",
-    "catchup",
-    "catchup_window",
-    "misfire_grace",
-    "params",
-    "description",
-    "alerts",
-    "ping_url",
-}
-
-
-@dataclass(frozen=True)
-class JobConfig:
-    """The operator's settings for one job (built-in or user-registered)."""
-
-    name: str
-    enabled: bool = True
-    schedule: str | None = None
-    timezone: str = "UTC"
-    timeout: timedelta | None = None
-    retries: int = 0
-    retry_delay: timedelta = timedelta(seconds=30)
-    catchup: Catchup = "latest"
-    catchup_window: timedelta = timedelta(days=7)
-    misfire_grace: timedelta | None = None
-    params: Mapping[str, str] = field(default_factory=dict)
-    description: str | None = None
-    ping_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +85,6 @@ class Settings:
     jobs_path: Path
     scheduler: Flavour
     jobs: Mapping[str, JobConfig]
-    sections: Mapping[str, Any]
     env: Mapping[str, str]
     log_tail_lines: int = 200
     heartbeat: timedelta = timedelta(seconds=15)
@@ -113,12 +92,32 @@ class Settings:
     env_origins: Mapping[str, str] = field(default_factory=dict)
     #: the config file that was looked for and not found (None: one was read)
     looked_for: Path | None = None
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+    snapshots: Mapping[str, SnapshotSet] = field(default_factory=dict)
+    backfill: BackfillConfig = field(default_factory=BackfillConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    channels: Mapping[str, Channel] = field(default_factory=dict)
+    checks: tuple[Check, ...] = ()
+    #: the config file's path as errors name it (also when it does not exist)
+    origin: str = "jobctl.toml"
+    #: everything substituted from a ``${NAME}`` reference (see :meth:`secrets`)
+    secret_values: tuple[str, ...] = ()
 
     def job(self, name: str) -> JobConfig:
         """The job's settings; a job with no ``[jobs.NAME]`` table gets the defaults."""
         if name in self.jobs:
             return self.jobs[name]
-        return _job_from(name, {}, self, origin=None)
+        return job_config(
+            name,
+            {},
+            env=self.env,
+            env_origins=self.env_origins,
+            origin=None,
+            default_tz=self.timezone,
+            flavour=self.scheduler,
+        )
 
     def nothing_configured(self, what: str, table: str) -> UsageError:
         """The error for a command that needs ``[table]`` tables and finds none.
@@ -137,25 +136,23 @@ class Settings:
         """Values that must never be printed or stored (of any length).
 
         Everything substituted from ``${NAME}``, the database URL's password (as written
-        and percent-decoded), and the credentials of HTTP sources written in the file:
-        ``token``, secret-looking headers, secret query values of ``url``.
+        and percent-decoded), the credentials of HTTP sources written in the file:
+        ``token``, secret-looking headers, secret query values of ``url``, and those of
+        the alert channels' URLs.
         """
         from jobctl.redact import is_secret_header, url_secrets
 
-        found = [v for v in self.sections.get("__secrets__", ()) if v]
-        found += url_secrets(self.database_url)
-        sources = self.sections.get("sources")
-        for table in sources.values() if isinstance(sources, dict) else ():
-            if not isinstance(table, dict):
-                continue
-            found += url_secrets(table.get("url"))
-            found += url_secrets(table.get("database_url"))  # a SQL source's other database
-            if isinstance(table.get("token"), str):
-                found.append(table["token"])
-            headers = table.get("headers")
-            for name, value in headers.items() if isinstance(headers, dict) else ():
-                if is_secret_header(name) and isinstance(value, str):
+        found = [*self.secret_values, *url_secrets(self.database_url)]
+        for source in self.sources.values():
+            found += url_secrets(source.url)
+            found += url_secrets(source.database_url)  # a SQL source's other database
+            if source.token is not None:
+                found.append(source.token)
+            for name, value in source.headers.items():
+                if is_secret_header(name):
                     found += [value, *value.split()[1:]]  # "Bearer abc": "abc" too
+        for channel in self.channels.values():
+            found += url_secrets(channel.smtp_url) + url_secrets(channel.url)
         return list(dict.fromkeys(v for v in found if v))
 
 
@@ -197,225 +194,44 @@ def _resolve_refs(
     return value
 
 
-TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
-Complaint = Callable[[str, str], ConfigError]
-
-
-def named_section(section: str, name: str, table: Any, known: set[str], origin: str) -> Complaint:
-    """Check the shape of a ``[section.name]`` table; return its ``bad(key, msg)`` builder."""
-    prefix = f"{section}.{name}"
-
-    def bad(key: str, message: str) -> ConfigError:
-        return ConfigError(message, key=f"{prefix}.{key}" if key else prefix, origin=origin)
-
-    if not isinstance(table, dict):
-        raise bad("", "must be a table")
-    for key in table:
-        if key not in known:
-            raise bad(key, f"unknown key (known: {', '.join(sorted(known))})")
-    return bad
-
-
-def table_name(value: Any, bad: Complaint) -> str:
-    """A target table name: an identifier, optionally schema-qualified."""
-    if not isinstance(value, str) or not TABLE_NAME.match(value):
-        raise bad("table", f"{value!r} is not a table name (letters, digits, _; schema.table)")
-    return value
-
-
-def check_timezone(name: object, *, key: str, origin: str | None) -> str:
-    """``name`` if it is an IANA zone this host knows; any other value is a ConfigError."""
-    if not isinstance(name, str):
-        raise ConfigError(f"{shown(name)} is not a time zone name", key=key, origin=origin)
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ConfigError(
-            f"time zone {shown(name)} is not a known IANA zone", key=key, origin=origin
-        ) from None
-    return name
-
-
-#: What a boolean setting accepts, exactly as its error message lists it: TOML
-#: true/false, and (the form an environment variable takes) these words and 1/0,
-#: as strings or TOML integers. Nothing else (not 2, not "").
-_TRUE = frozenset({"true", "yes", "on", "1"})
-_FALSE = frozenset({"false", "no", "off", "0"})
-
-
-def _bool(value: Any, key: str, origin: str | None) -> bool:
-    if isinstance(value, bool):
-        return value
-    word = str(value) if isinstance(value, int) else value
-    if isinstance(word, str) and word.strip().lower() in _TRUE:
-        return True
-    if isinstance(word, str) and word.strip().lower() in _FALSE:
-        return False
-    raise ConfigError(
-        f"{shown(value)} is not a boolean (true/false, yes/no, on/off, 1/0)",
-        key=key,
-        origin=origin,
-    )
-
-
-_WHOLE = re.compile(r"\s*\d{1,18}\s*", re.ASCII)
-
-
-def _int(
-    value: Any, key: str, origin: str | None, *, minimum: int = 0, maximum: int = 10**9
-) -> int:
-    """A whole number in ``[minimum, maximum]``: a TOML integer or a string of digits."""
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and _WHOLE.fullmatch(value):
-        number = int(value)
-    if number is None or not minimum <= number <= maximum:
-        raise ConfigError(
-            f"{shown(value)} is not a whole number from {minimum} to {maximum}",
-            key=key,
-            origin=origin,
-        )
-    return number
-
-
-def _duration(value: Any, key: str, origin: str | None, *, allow_zero: bool = True) -> timedelta:
-    try:
-        return parse_duration(value, what="duration", allow_zero=allow_zero)
-    except UsageError as exc:
-        raise ConfigError(str(exc), key=key, origin=origin) from None
-
-
-def _str(value: Any, key: str, origin: str | None) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{shown(value)} is not a string", key=key, origin=origin)
-    if "\x00" in value:
-        raise ConfigError(f"{shown(value)} contains a NUL character", key=key, origin=origin)
-    return value
-
-
-_PG_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
-
-
-def check_database_url(url: str, *, key: str, origin: str | None) -> str:
-    """A URL that parses as a PostgreSQL URL; the message shows it with its password
-    redacted, and never the parser's detail when that quotes the password."""
-    from jobctl.redact import redact_dsn
-
-    shown_url = shown(redact_dsn(url))
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not 0..65535
-    except ValueError as exc:
-        password = url.partition("://")[2].rpartition("@")[0].partition(":")[2]
-        detail = str(exc) if not password or password not in str(exc) else "bad host or port"
-        raise ConfigError(
-            f"{shown_url} is not a valid URL ({detail})", key=key, origin=origin
-        ) from None
-    if parts.scheme not in _PG_SCHEMES:
-        raise ConfigError(
-            f"{shown_url} is not a PostgreSQL URL (postgresql://user@host/db)",
-            key=key,
-            origin=origin,
-        )
-    return url
-
-
-def _job_from(
+def job_config(
     name: str,
-    table: Mapping[str, Any],
-    settings: Settings | None,
+    table: Any,
     *,
+    env: Mapping[str, str],
+    env_origins: Mapping[str, str],
     origin: str | None,
-    default_tz: str | None = None,
-    env: Mapping[str, str] | None = None,
-    env_origins: Mapping[str, str] | None = None,
-    flavour: str = "systemd",
+    default_tz: str,
+    flavour: str,
 ) -> JobConfig:
-    env = env if env is not None else (settings.env if settings else {})
-    if env_origins is None:
-        env_origins = settings.env_origins if settings else {}
-    default_tz = default_tz or (settings.timezone if settings else "UTC")
-    if settings is not None:
-        flavour = settings.scheduler
-    # (value, the key to name in a message, where it came from)
-    values: dict[str, tuple[Any, str, str | None]] = {}
-    for k, v in table.items():
-        if k not in _JOB_KEYS:
-            raise ConfigError(
-                f"unknown key (known: {', '.join(sorted(_JOB_KEYS))})",
-                key=f"jobs.{name}.{k}",
-                origin=origin,
-            )
-        values[k] = (v, f"jobs.{name}.{k}", origin)
+    """One job's settings: its ``[jobs.NAME]`` table under its ``JOBCTL_<JOB>_<SETTING>``
+    variables, which are blamed by name when their value is bad."""
+    raw = dict(table) if isinstance(table, dict) else table
+    blame: dict[str, tuple[str, str | None]] = {}
     prefix = "JOBCTL_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_"
-    for k in _JOB_KEYS - {"params", "alerts"}:
-        var = prefix + k.upper()
+    for key in JOB_OVERRIDES if isinstance(raw, dict) else ():
+        var = prefix + key.upper()
         if var in env:
-            values[k] = (env[var], var, env_origins.get(var, ENVIRONMENT))
+            raw[key] = env[var]
+            blame[key] = (var, env_origins.get(var, ENVIRONMENT))
+    job = convert(
+        JobConfig,
+        raw,
+        prefix=f"jobs.{name}",
+        origin=origin,
+        blame=blame,
+        defaults={"name": name, "timezone": default_tz},
+    )
+    if job.schedule is not None:
+        # Imported only when a schedule is set: jobctl.schedule may import cronsim.
+        from jobctl.schedule import parse_schedule
 
-    def get(k: str) -> tuple[Any, str, str | None] | None:
-        return values.get(k)
-
-    kwargs: dict[str, Any] = {"name": name, "timezone": default_tz}
-    if (g := get("enabled")) is not None:
-        kwargs["enabled"] = _bool(*g)
-    if (g := get("timezone")) is not None:
-        kwargs["timezone"] = check_timezone(g[0], key=g[1], origin=g[2])
-    if (g := get("schedule")) is not None:
-        expr = _str(*g).strip()
-        if expr:
-            from jobctl.schedule import parse_schedule
-
-            try:
-                parse_schedule(expr, kwargs["timezone"], flavour)
-            except UsageError as exc:
-                raise ConfigError(str(exc), key=g[1], origin=g[2]) from None
-            kwargs["schedule"] = expr
-    if (g := get("timeout")) is not None:
-        kwargs["timeout"] = _duration(*g, allow_zero=False)  # 0: every run times out
-    if (g := get("retries")) is not None:
-        kwargs["retries"] = _int(*g, maximum=MAX_RETRIES)
-    if (g := get("retry_delay")) is not None:
-        kwargs["retry_delay"] = _duration(*g)
-    if (g := get("catchup")) is not None:
-        catchup = _str(*g)
-        if catchup not in ("latest", "all", "none"):
-            raise ConfigError(
-                f"{shown(catchup)} is not one of latest, all, none", key=g[1], origin=g[2]
-            )
-        kwargs["catchup"] = catchup
-    if (g := get("catchup_window")) is not None:
-        kwargs["catchup_window"] = _duration(*g)
-    if (g := get("misfire_grace")) is not None:
-        # 0 would make every tick "late", so a job with catchup = "none" never ran.
-        kwargs["misfire_grace"] = _duration(*g, allow_zero=False)
-    if (g := get("description")) is not None:
-        kwargs["description"] = _str(*g)
-    if (g := get("ping_url")) is not None:
-        kwargs["ping_url"] = _str(*g)
-    if (g := get("params")) is not None:
-        kwargs["params"] = _params(*g)
-    return JobConfig(**kwargs)
-
-
-def _params(value: Any, key: str, origin: str | None) -> dict[str, str]:
-    """``params = { region = "eu", days = 3 }``: scalar values, stored as text with the run
-    (a TOML date or time as its ISO text); a nested table or a list is refused."""
-    if not isinstance(value, dict):
-        raise ConfigError("must be a table of key = value", key=key, origin=origin)
-    params: dict[str, str] = {}
-    for k, v in value.items():
-        if isinstance(v, (date, time)):  # datetime is a date
-            v = v.isoformat()
-        if not isinstance(v, (str, int, float)):
-            raise ConfigError(
-                f"{shown(v)} is not a string, number, boolean or date",
-                key=f"{key}.{k}",
-                origin=origin,
-            )
-        params[_str(k, key, origin)] = _str(str(v), f"{key}.{k}", origin)
-    return params
+        try:
+            parse_schedule(job.schedule, job.timezone, flavour)
+        except UsageError as exc:
+            key, where = blame.get("schedule", (f"jobs.{name}.schedule", origin))
+            raise ConfigError(str(exc), key=key, origin=where) from None
+    return job
 
 
 def load_env(env_file: Path | None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -490,6 +306,59 @@ def load_settings(
         raise
 
 
+def _read_toml(path: Path, explicit: bool) -> dict[str, Any]:
+    """The config file's tables ({} when it is absent and was not asked for)."""
+    origin = str(path)
+    if path.is_file():
+        try:
+            return tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"is not valid TOML: {exc}", origin=origin) from None
+        except UnicodeDecodeError:
+            raise ConfigError("is not UTF-8 text", origin=origin) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot be read: {exc.strerror}", origin=origin) from None
+    if explicit:
+        what = "is not a file" if path.exists() else "does not exist"
+        raise UsageError(f"config file {shown(str(path))} {what}")
+    return {}
+
+
+#: Top-level settings the environment overrides (CLI > environment > .env > file).
+_TOP_OVERRIDES = (
+    ("timezone", "JOBCTL_TIMEZONE"),
+    ("scheduler", "JOBCTL_SCHEDULER"),
+    ("jobs_module", "JOBCTL_JOBS_MODULE"),
+    ("database_url", "DATABASE_URL"),
+)
+
+
+def _top_level(
+    raw: dict[str, Any],
+    database_url: str | None,
+    env: Mapping[str, str],
+    env_origins: Mapping[str, str],
+) -> tuple[dict[str, Any], Blame]:
+    """The top-level table with the option and the environment merged in, and the
+    variable (or option) to blame for each value that came from there."""
+    top = dict(raw)
+    blame: dict[str, tuple[str, str | None]] = {}
+    for key, var in _TOP_OVERRIDES:
+        if env.get(var):
+            top[key] = env[var]
+            blame[key] = (var, env_origins.get(var, ENVIRONMENT))
+    if database_url:
+        top["database_url"] = database_url
+        # Typer hands over $DATABASE_URL as the option's value: blame the variable
+        # when that is where it came from.
+        came_from_env = env_origins.get("DATABASE_URL") == ENVIRONMENT
+        from_var = came_from_env and env.get("DATABASE_URL") == database_url
+        blame["database_url"] = (
+            ("DATABASE_URL", ENVIRONMENT) if from_var else ("--database-url", None)
+        )
+    return top, blame
+
+
 def _load_settings(
     config_path: Path | None,
     env_file: Path | None,
@@ -498,130 +367,60 @@ def _load_settings(
     secrets: list[str],
 ) -> Settings:
     env, env_origins = _load_env(env_file, environ)
-
-    def from_env(var: str) -> tuple[str, str] | None:
-        """``(key, origin)`` naming an environment variable, if ``var`` is set."""
-        return (var, env_origins.get(var, ENVIRONMENT)) if env.get(var) else None
-
     explicit = config_path is not None or bool(env.get("JOBCTL_CONFIG"))
     path = config_path or Path(env.get("JOBCTL_CONFIG") or "jobctl.toml")
-    raw: dict[str, Any] = {}
     origin = str(path)
-    if path.is_file():
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"is not valid TOML: {exc}", origin=origin) from None
-        except UnicodeDecodeError:
-            raise ConfigError("is not UTF-8 text", origin=origin) from None
-        except OSError as exc:
-            raise ConfigError(f"cannot be read: {exc.strerror}", origin=origin) from None
-    elif explicit:
-        what = "is not a file" if path.exists() else "does not exist"
-        raise UsageError(f"config file {shown(str(path))} {what}")
+    raw = _read_toml(path, explicit)
     base_dir = path.resolve().parent if path.is_file() else Path.cwd()
-    for k in raw:
-        if k not in _TOP_KEYS:
-            raise ConfigError(
-                f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})", key=k, origin=origin
-            )
     raw = {k: _resolve_refs(v, env, k, origin, secrets) for k, v in raw.items()}
-
-    def setting(key: str, var: str | None, default: Any) -> tuple[Any, str, str | None]:
-        """A top-level value with the key and origin to blame: the variable, else the file."""
-        if var is not None and (found := from_env(var)) is not None:
-            return env[var], *found
-        return raw.get(key, default), key, origin
-
-    tz_value, tz_key, tz_origin = setting("timezone", "JOBCTL_TIMEZONE", "UTC")
-    timezone = check_timezone(tz_value, key=tz_key, origin=tz_origin)
-
-    scheduler, key, where = setting("scheduler", "JOBCTL_SCHEDULER", "systemd")
-    if scheduler not in ("systemd", "cron", "k8s"):
-        raise ConfigError(
-            f"{shown(scheduler)} is not one of systemd, cron, k8s", key=key, origin=where
-        )
-
-    if database_url:
-        # Typer hands over $DATABASE_URL as the option's value: blame the variable
-        # when that is where it came from.
-        came_from_env = env_origins.get("DATABASE_URL") == ENVIRONMENT
-        key, where = (
-            ("DATABASE_URL", ENVIRONMENT)
-            if came_from_env and env.get("DATABASE_URL") == database_url
-            else ("--database-url", None)
-        )
-        url_value: Any = database_url
-    else:
-        url_value, key, where = setting("database_url", "DATABASE_URL", None)
-    url = None
-    if url_value is not None and url_value != "":
-        url = _str(url_value, key, where).strip() or None
-    if url is not None:
-        url = check_database_url(url, key=key, origin=where)
+    top, blame = _top_level(raw, database_url, env, env_origins)
+    file = convert(ConfigFile, top, prefix="", origin=origin, blame=blame)
 
     data_dir = _default_data_dir(env)
-    if not env.get("JOBCTL_DATA_DIR") and "data_dir" in raw:
-        data_dir = base_dir / Path(_str(raw["data_dir"], "data_dir", origin)).expanduser()
+    if not env.get("JOBCTL_DATA_DIR") and file.data_dir is not None:
+        data_dir = base_dir / Path(file.data_dir).expanduser()
 
-    module_value, key, where = setting("jobs_module", "JOBCTL_JOBS_MODULE", None)
-    jobs_module = None if module_value is None else _str(module_value, key, where)
-    jobs_path = base_dir / _str(raw.get("jobs_path", "."), "jobs_path", origin)
-
-    tail = _int(
-        raw.get("log_tail_lines", 200), "log_tail_lines", origin, maximum=MAX_LOG_TAIL_LINES
-    )
-    # 0 would refresh the run row in a busy loop.
-    heartbeat = _duration(raw.get("heartbeat", "15s"), "heartbeat", origin, allow_zero=False)
-
-    jobs_raw = raw.get("jobs", {})
-    if not isinstance(jobs_raw, dict):
-        raise ConfigError("must be a table of [jobs.NAME] tables", key="jobs", origin=origin)
-    jobs: dict[str, JobConfig] = {}
-    for name, table in jobs_raw.items():
-        if not isinstance(table, dict):
-            raise ConfigError("must be a table", key=f"jobs.{name}", origin=origin)
-        jobs[name] = _job_from(
+    def job(name: str, table: Any) -> JobConfig:
+        return job_config(
             name,
             table,
-            None,
-            origin=origin,
-            default_tz=timezone,
             env=env,
             env_origins=env_origins,
-            flavour=scheduler,
+            origin=origin,
+            default_tz=file.timezone,
+            flavour=file.scheduler,
         )
+
+    if file.jobs is not None and not isinstance(file.jobs, dict):
+        raise ConfigError("must be a table of [jobs.NAME] tables", key="jobs", origin=origin)
+    jobs = {name: job(name, table) for name, table in (file.jobs or {}).items()}
     # Environment overrides apply to jobs with no table in the file too.
     for name in BUILTIN_JOBS:
         if name not in jobs and any(k.startswith(f"JOBCTL_{name.upper()}_") for k in env):
-            jobs[name] = _job_from(
-                name,
-                {},
-                None,
-                origin=origin,
-                default_tz=timezone,
-                env=env,
-                env_origins=env_origins,
-                flavour=scheduler,
-            )
-
-    sections = {k: v for k, v in raw.items() if k not in {"jobs"}}
-    sections["__origin__"] = origin
-    sections["__secrets__"] = tuple(s for s in secrets if s)  # any length: see redact.py
+            jobs[name] = job(name, {})
     return Settings(
         config_path=path if path.is_file() else None,
         base_dir=base_dir,
-        database_url=url,
-        timezone=timezone,
+        database_url=file.database_url,
+        timezone=file.timezone,
         data_dir=data_dir,
-        jobs_module=jobs_module,
-        jobs_path=jobs_path,
-        scheduler=cast(Flavour, scheduler),
+        jobs_module=file.jobs_module,
+        jobs_path=base_dir / file.jobs_path,
+        scheduler=file.scheduler,
         jobs=jobs,
-        sections=sections,
         env=env,
-        log_tail_lines=tail,
-        heartbeat=heartbeat,
+        log_tail_lines=file.log_tail_lines,
+        heartbeat=file.heartbeat,
         env_origins=env_origins,
         looked_for=None if path.is_file() else path.absolute(),
+        sources=parse_sources(file.sources, origin=origin, default_tz=file.timezone),
+        snapshots=parse_snapshot_sets(file.snapshots, origin=origin, default_tz=file.timezone),
+        backfill=file.backfill,
+        retention=file.retention,
+        report=file.report,
+        alerts=file.alerts,
+        channels=parse_channels(file.channels, origin=origin),
+        checks=file.checks,
+        origin=origin,
+        secret_values=tuple(s for s in secrets if s),  # any length: see redact.py
     )

@@ -734,7 +734,7 @@ def test_any_environment_overrides_load_or_name_the_variable(
 def test_source_durations_are_checked_like_every_other(key: str, value: str, needle: str) -> None:
     import tomllib
 
-    from jobctl.sources.spec import parse_sources
+    from jobctl.config_models import parse_sources
 
     raw = tomllib.loads(
         f'[s]\nurl = "https://example.org/f.json"\nkey = ["id"]\ntable = "t"\n{key} = {value}\n'
@@ -756,3 +756,284 @@ def test_a_bad_value_from_a_secret_reference_is_not_echoed(tmp_path: Path) -> No
         load_settings(config_path=config, environ={"T": "hunter2secret", "HOME": str(tmp_path)})
     assert "hunter2secret" not in str(info.value)
     assert "jobs.sync.timeout" in str(info.value)
+
+
+# --- typed models: every section validated by load_settings --------------------
+
+SOURCE = (
+    '[sources.feed]\nurl = "https://example.org/f.json?token=${TOKEN}"\nkey = ["id"]\ntable = "t"\n'
+)
+SNAPSHOT = (
+    '[snapshots.daily]\ntable = "snap"\nkey = "ward"\nperiods = "day"\nweek_start = "Sunday"\n'
+    'query = "SELECT 1 AS ward WHERE :period_start < :period_end"\n'
+)
+
+
+def test_every_section_is_read_into_typed_frozen_models(tmp_path: Path) -> None:
+    import msgspec
+
+    from jobctl.config_models import BackfillConfig, SnapshotSet, SourceConfig
+
+    s = load(
+        tmp_path,
+        'timezone = "America/Toronto"\n[backfill]\njobs = ["snapshot"]\nmax_days = 30\n'
+        + SOURCE
+        + SNAPSHOT,
+        TOKEN="tok3n",
+    )
+    source, snap = s.sources["feed"], s.snapshots["daily"]
+    assert isinstance(source, SourceConfig) and isinstance(snap, SnapshotSet)
+    assert source.timezone == snap.timezone == "America/Toronto"  # the top-level default
+    assert source.url == "https://example.org/f.json?token=tok3n" and source.key == ("id",)
+    assert (snap.key, snap.periods, snap.week_start) == (("ward",), ("day",), 6)
+    assert s.backfill == BackfillConfig(jobs=("snapshot",), max_days=30)
+    assert s.origin == str(tmp_path / "jobctl.toml") and s.secret_values == ("tok3n",)
+    assert hash(snap) == hash(msgspec.structs.replace(snap, description=""))
+    with pytest.raises(AttributeError):
+        snap.table = "other"  # type: ignore[misc]
+    moved = msgspec.structs.replace(source, table="t2")
+    assert moved.table == "t2" and moved != source and source.table == "t"
+
+
+def test_defaults_of_the_sections_that_are_absent(tmp_path: Path) -> None:
+    s = load(tmp_path, "")
+    assert (s.sources, s.snapshots, s.channels, s.checks) == ({}, {}, {}, ())
+    assert (s.backfill.jobs, s.backfill.max_days) == (None, 366)
+    assert s.retention.runs == timedelta(days=180)
+    assert s.retention.snapshots.day == timedelta(days=90)
+    assert s.alerts.escalate_after == 3 and s.alerts.repeat_after == timedelta(hours=24)
+    assert s.report.deliver == "stdout"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (SNAPSHOT + "colour = 1\n", "snapshots.daily.colour: unknown key (known: description, "),
+        (SNAPSHOT.replace('"day"', '"year"'), "snapshots.daily.periods: 'year': use a list of"),
+        (SNAPSHOT.replace("Sunday", "Caturday"), "snapshots.daily.week_start: 'Caturday' is not"),
+        (SNAPSHOT + "name = 'x'\n", "snapshots.daily.name: unknown key"),
+        (SNAPSHOT + "requires_sync = 'yes'\n", "requires_sync: 'yes' is not true or false"),
+        ('[snapshots.x]\ntable = "t"\nkey = ["k"]\n', "snapshots.x.query: is required"),
+        ("snapshots = 3\n", "snapshots: must be a table of [snapshots.NAME] tables"),
+        ("[snapshots]\nx = 3\n", "snapshots.x: must be a table"),
+        ('[backfill]\njobs = ["cleanup"]\n', "backfill.jobs: ['cleanup']: use a list of sync"),
+        ("[backfill]\nmax_days = 0\n", "backfill.max_days: 0 is not a whole number >= 1"),
+        ("[backfill]\nmax_days = true\n", "backfill.max_days: True is not a whole number >= 1"),
+        ("backfill = 1\n", "backfill: must be a table"),
+        ("[backfill]\nfrom = 1\n", "backfill.from: unknown key (known: jobs, max_days)"),
+        (SOURCE + "statement_timeout = '1s'\n", "sources.feed.statement_timeout: unknown key"),
+        (SOURCE + "[[sources.feed.checks]]\nsql = 1\n", "sources.feed.checks[0].sql: 1 is not a"),
+        (SOURCE + "[[sources.feed.checks]]\nsql = 's'\nmin = 'a'\n", "checks[0].min: 'a' is not"),
+        ('[retention]\nruns = "0s"\n', "retention.runs: duration '0s' must be more than zero"),
+        ("[retention.snapshots]\nyear = 1\n", "retention.snapshots.year: unknown key"),
+        ('[channels.ops]\nkind = "pager"\n', "channels.ops.kind: 'pager' is not one of email,"),
+        ('[report]\ndeliver = "fax"\n', "report.deliver: 'fax' is not one of email, webhook"),
+        ("[alerts]\nescalate_after = 0\n", "alerts.escalate_after: 0 is not a whole number >= 1"),
+        ("[jobs.sync.alerts]\nrepeat_after = 0\n", "jobs.sync.alerts.repeat_after: duration 0"),
+        ("[jobs.sync]\nname = 'x'\n", "jobs.sync.name: unknown key (known: alerts, catchup, "),
+        ('[jobs.sync]\ncatchup = "some"\n', "jobs.sync.catchup: 'some' is not one of latest, all"),
+    ],
+)
+def test_a_bad_table_in_any_section_fails_loading(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text, TOKEN="t")
+    assert str(caught.value).startswith(f"{tmp_path / 'jobctl.toml'}: "), str(caught.value)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_precedence_option_environment_dotenv_file_default(tmp_path: Path) -> None:
+    path = write(tmp_path, 'database_url = "postgresql://file/db"\ntimezone = "Europe/Paris"\n')
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("DATABASE_URL=postgresql://dotenv/db\nJOBCTL_TIMEZONE=Asia/Tokyo\n")
+
+    def settings_with(**kw: Any) -> Any:
+        environ = kw.pop("environ", {})
+        return load_settings(config_path=path, env_file=dotenv, environ={**ENV, **environ}, **kw)
+
+    assert settings_with().database_url == "postgresql://dotenv/db"
+    assert settings_with().timezone == "Asia/Tokyo"
+    real = {"DATABASE_URL": "postgresql://env/db", "JOBCTL_TIMEZONE": "UTC"}
+    assert settings_with(environ=real).database_url == "postgresql://env/db"
+    assert settings_with(environ=real).timezone == "UTC"
+    chosen = settings_with(environ=real, database_url="postgresql://option/db")
+    assert chosen.database_url == "postgresql://option/db"
+    dotenv.write_text("")
+    assert settings_with().database_url == "postgresql://file/db"
+    assert load(tmp_path, "").timezone == "UTC" and load(tmp_path, "").database_url is None
+
+
+def test_job_overrides_win_over_the_table_and_are_blamed_by_name(tmp_path: Path) -> None:
+    text = '[jobs.sync]\nretries = 2\ntimeout = "1m"\n[jobs.my-job]\nenabled = true\n'
+    s = load(tmp_path, text, JOBCTL_SYNC_RETRIES="5", JOBCTL_MY_JOB_ENABLED="off")
+    assert (s.job("sync").retries, s.job("sync").timeout) == (5, timedelta(minutes=1))
+    assert s.job("my-job").enabled is False
+    # a job with no table, overridden from the environment, is read when asked for
+    assert load(tmp_path, "", JOBCTL_CUSTOM_RETRIES="7").job("custom").retries == 7
+    with pytest.raises(ConfigError, match=r"^environment: JOBCTL_SYNC_SCHEDULE: cron "):
+        load(tmp_path, text, JOBCTL_SYNC_SCHEDULE="not cron")
+    with pytest.raises(ConfigError, match=r"^environment: JOBCTL_SYNC_CATCHUP: 'x' is not one"):
+        load(tmp_path, text, JOBCTL_SYNC_CATCHUP="x")
+
+
+def test_secrets_come_from_the_typed_sources(tmp_path: Path) -> None:
+    text = (
+        'database_url = "postgresql://u:dbpw@h/db"\n'
+        '[sources.feed]\nurl = "https://x.org/f?api_key=k3y"\nkey = "id"\ntable = "t"\n'
+        'token = "t0ken"\nheaders = { Authorization = "Bearer b3arer", Accept = "json" }\n'
+        '[sources.q]\nquery = "SELECT 1 AS id"\nkey = "id"\ntable = "q"\n'
+        'database_url = "postgresql://u:otherpw@h/db"\n'
+        '[sources.file]\npath = "${DIR}/f.json"\nkey = "id"\ntable = "f"\n'
+    )
+    found = load(tmp_path, text, DIR="/srv/d1r").secrets()
+    for secret in ("dbpw", "k3y", "t0ken", "Bearer b3arer", "b3arer", "otherpw", "/srv/d1r"):
+        assert secret in found, (secret, found)
+    assert "json" not in found
+
+
+def test_parsing_settings_does_not_import_the_sources_package(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    write(
+        tmp_path,
+        SOURCE + SNAPSHOT + '[sources.q]\nquery = "SELECT 1 AS id"\nkey = "id"\ntable = "q"\n',
+    )
+    code = (
+        "import sys; from pathlib import Path; from jobctl.config import load_settings; "
+        f"s = load_settings(config_path=Path({str(tmp_path / 'jobctl.toml')!r}), "
+        "environ={'TOKEN': 't', 'HOME': '/nonexistent'}); "
+        "print(sorted(m for m in sys.modules if m.startswith(('jobctl.sources', 'pydantic'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+# Property tests: random values in every section never raise anything but a UsageError
+# (ConfigError is one), always one line naming where the value came from.
+
+SOURCE_KEYS = [
+    "url", "path", "query", "database_url", "format", "record_path", "key", "table",
+    "complete", "date", "timezone", "fields", "types", "headers", "token", "timeout",
+    "connect_timeout", "retries", "backoff", "max_error_ratio", "max_removed_ratio",
+    "exclude", "error_when", "error_message", "retry_on_error_body", "encoding", "delimiter",
+    "conditional", "checks", "description", "date_key", "backfill", "statement_timeout",
+]  # fmt: skip
+SNAPSHOT_KEYS = [
+    "table", "key", "periods", "query", "week_start", "requires_sync", "description",
+    "timezone", "name",
+]  # fmt: skip
+#: plausible values, so that random tables also get past the first check
+SOURCE_VALUES = st.one_of(
+    toml_values,
+    st.sampled_from(
+        [
+            "https://example.org/{date}.json",
+            "feed.json",
+            "SELECT 1 AS id WHERE :date IS NOT NULL",
+            "json",
+            "csv",
+            "yesterday",
+            ["id"],
+            [],
+            "t",
+            {"a": "int"},
+            {"result": "error"},
+            [{"sql": "SELECT 1", "min": 0}],
+            "postgresql://u:pw@h/db",
+            "10s",
+            0.5,
+        ]
+    ),
+)
+SNAPSHOT_VALUES = st.one_of(
+    toml_values,
+    st.sampled_from(
+        ["snap", ["k"], "k", "SELECT :period_start, :period_end", ["day", "week"], "sunday"]
+    ),
+)
+BASE_SOURCE = {"url": "https://example.org/f.json", "key": ["id"], "table": "t"}
+BASE_SNAPSHOT = {"table": "snap", "key": ["k"], "query": "SELECT :period_start, :period_end"}
+
+
+def tables_text(section: str, tables: dict[str, dict[str, Any]]) -> str:
+    lines: list[str] = []
+    for name, table in tables.items():
+        lines.append(f"[{section}.{json.dumps(name)}]")
+        lines += [f"{k} = {toml(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def section_tables(keys: list[str], values: Any, base: dict[str, Any]) -> Any:
+    changes = st.dictionaries(st.sampled_from(keys), values, max_size=4)
+    return st.builds(
+        lambda start, change, drop: {
+            k: v for k, v in ({**base, **change} if start else change).items() if k != drop
+        },
+        st.booleans(),
+        changes,
+        st.sampled_from([None, *keys]),
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=with_tmp)
+@given(
+    st.dictionaries(
+        st.sampled_from(["feed", "my-src", "x y", "a.b"]),
+        section_tables(SOURCE_KEYS, SOURCE_VALUES, BASE_SOURCE),
+        max_size=2,
+    )
+)
+def test_any_source_tables_load_or_raise_a_config_error(
+    tmp_path: Path, tables: dict[str, dict[str, Any]]
+) -> None:
+    _loads_or_usage_error(tmp_path, tables_text("sources", tables), {})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=with_tmp)
+@given(
+    st.dictionaries(
+        st.sampled_from(["daily", "x y"]),
+        section_tables(SNAPSHOT_KEYS, SNAPSHOT_VALUES, BASE_SNAPSHOT),
+        max_size=2,
+    )
+)
+def test_any_snapshot_tables_load_or_raise_a_config_error(
+    tmp_path: Path, tables: dict[str, dict[str, Any]]
+) -> None:
+    _loads_or_usage_error(tmp_path, tables_text("snapshots", tables), {})
+
+
+OTHER_SECTIONS = {
+    "backfill": ["jobs", "max_days", "from"],
+    "retention": ["runs", "schedules", "snapshots", "policies"],
+    "report": ["sections", "recipients", "deliver", "channels", "path"],
+    "alerts": ["channels", "escalate_after", "repeat_after"],
+}
+OTHER_VALUES = st.one_of(
+    toml_values,
+    st.sampled_from(
+        [["sync"], ["snapshot", "sync"], 3, "30d", {"day": "1d"}, "stdout", ["ops"], []]
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=with_tmp)
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(OTHER_SECTIONS)),
+        st.dictionaries(
+            st.sampled_from(sorted(set().union(*OTHER_SECTIONS.values()))), OTHER_VALUES, max_size=3
+        ),
+        max_size=3,
+    ),
+    st.one_of(toml_values, st.sampled_from([{"ops": {"kind": "email", "to": ["a@b"]}}])),
+)
+def test_any_other_sections_load_or_raise_a_config_error(
+    tmp_path: Path, sections: dict[str, dict[str, Any]], channels: Any
+) -> None:
+    lines = [f"channels = {toml(channels)}"]
+    for section, table in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {toml(v)}" for k, v in table.items()]
+    _loads_or_usage_error(tmp_path, "\n".join(lines) + "\n", {})

@@ -65,7 +65,7 @@ def test_week_start_sunday() -> None:
 
 
 def test_week_start_from_snapshot_config() -> None:
-    from jobctl.jobs.snapshot import _parse
+    from jobctl.config_models import parse_snapshot_set as _parse
 
     parsed = _parse(
         "s",

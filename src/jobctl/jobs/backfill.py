@@ -21,14 +21,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from jobctl.config import Settings
+from jobctl.config_types import BACKFILL_JOBS
 from jobctl.context import RunContext
 from jobctl.days import check_over
 from jobctl.durations import parse_date
-from jobctl.errors import ConfigError, ExitCode, JobError, RunCancelled, UsageError
+from jobctl.errors import ExitCode, JobError, RunCancelled, UsageError
 from jobctl.jobspec import ChildRequest, JobSpec, Plan, Planning, RunOutcome, RunStatus, Trigger
 
-BACKFILL_JOBS = ("sync", "snapshot")
-DEFAULT_MAX_DAYS = 366
 CHILD_LOCK_WAIT = timedelta(hours=6)
 
 
@@ -67,25 +66,7 @@ class BackfillArgs:
 
 
 def _settings_section(settings: Settings) -> tuple[tuple[str, ...] | None, int]:
-    raw = settings.sections.get("backfill") or {}
-    origin = str(settings.sections.get("__origin__", "jobctl.toml"))
-    if not isinstance(raw, dict):
-        raise ConfigError("must be a table", key="backfill", origin=origin)
-    jobs = raw.get("jobs")
-    if jobs is not None and (
-        not isinstance(jobs, list) or any(j not in BACKFILL_JOBS for j in jobs)
-    ):
-        raise ConfigError(
-            f"{jobs!r}: use a list of {', '.join(BACKFILL_JOBS)}",
-            key="backfill.jobs",
-            origin=origin,
-        )
-    max_days = raw.get("max_days", DEFAULT_MAX_DAYS)
-    if not isinstance(max_days, int) or isinstance(max_days, bool) or max_days < 1:
-        raise ConfigError(
-            f"{max_days!r} is not a whole number >= 1", key="backfill.max_days", origin=origin
-        )
-    return (tuple(jobs) if jobs is not None else None), max_days
+    return settings.backfill.jobs, settings.backfill.max_days
 
 
 def plan(

@@ -21,106 +21,31 @@ takes it), and the default date is one that has ended in every zone involved.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, cast
 
-from jobctl.config import Settings, check_timezone, named_section, table_name
+from jobctl.config import Settings
+from jobctl.config_models import SnapshotSet
 from jobctl.context import Counters, RunContext
 from jobctl.days import check_over, last_ended
 from jobctl.db.snapshots import replace_period, snapshot_transaction
 from jobctl.durations import parse_date
-from jobctl.errors import ConfigError, JobError, UsageError
+from jobctl.errors import JobError, UsageError
 from jobctl.jobspec import JobSpec, Planning
 from jobctl.periods import (
     PERIOD_TYPES,
-    WEEKDAYS,
     Period,
     PeriodType,
     period_containing,
     periods_closing_on,
 )
 
-_KEYS = {
-    "table",
-    "key",
-    "periods",
-    "query",
-    "week_start",
-    "requires_sync",
-    "description",
-    "timezone",
-}
-
-
-@dataclass(frozen=True)
-class SnapshotSet:
-    name: str
-    table: str
-    key: tuple[str, ...]
-    query: str
-    periods: tuple[PeriodType, ...] = PERIOD_TYPES
-    week_start: int = 0
-    requires_sync: bool = False
-    timezone: str = "UTC"
-    description: str = ""
-
 
 def snapshot_sets(settings: Settings) -> dict[str, SnapshotSet]:
-    raw = settings.sections.get("snapshots")
-    origin = str(settings.sections.get("__origin__", "jobctl.toml"))
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            "must be a table of [snapshots.NAME] tables", key="snapshots", origin=origin
-        )
-    return {n: _parse(n, t, origin, settings.timezone) for n, t in raw.items()}
-
-
-def _parse(name: str, t: Any, origin: str, default_tz: str) -> SnapshotSet:
-    bad = named_section("snapshots", name, t, _KEYS, origin)
-    prefix = f"snapshots.{name}"
-    table = table_name(t.get("table"), bad)
-    key = t.get("key")
-    if isinstance(key, str):
-        key = [key]
-    if (
-        not key
-        or not isinstance(key, list)
-        or not all(isinstance(k, str) and re.match(r"^[a-z_][a-z0-9_]*$", k) for k in key)
-    ):
-        raise bad("key", "must name the query's key columns (lower-case identifiers)")
-    query = t.get("query")
-    if not isinstance(query, str) or ":period_start" not in query or ":period_end" not in query:
-        raise bad("query", "must be a SQL query using :period_start and :period_end")
-    periods = t.get("periods", list(PERIOD_TYPES))
-    if isinstance(periods, str):
-        periods = [periods]
-    if not isinstance(periods, list) or not periods or any(p not in PERIOD_TYPES for p in periods):
-        raise bad("periods", f"{periods!r}: use a list of {', '.join(PERIOD_TYPES)}")
-    week_start = t.get("week_start", "monday")
-    if not isinstance(week_start, str) or week_start.lower() not in WEEKDAYS:
-        raise bad("week_start", f"{week_start!r} is not a weekday name")
-    requires = t.get("requires_sync", False)
-    if not isinstance(requires, bool):
-        raise bad("requires_sync", f"{requires!r} is not true or false")
-    zone = t.get("timezone", default_tz)
-    check_timezone(zone, key=f"{prefix}.timezone", origin=origin)
-    return SnapshotSet(
-        name=name,
-        table=table,
-        key=tuple(key),
-        query=query,
-        periods=tuple(cast(PeriodType, p) for p in dict.fromkeys(periods)),
-        week_start=WEEKDAYS.index(week_start.lower()),
-        requires_sync=requires,
-        timezone=zone,
-        description=str(t.get("description", "")),
-    )
+    return dict(settings.snapshots)
 
 
 @dataclass(frozen=True)

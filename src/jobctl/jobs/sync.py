@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from jobctl.config import Settings
+from jobctl.config_models import SourceConfig
 from jobctl.days import check_over
 from jobctl.db.feedstore import (
     ApplyStats,
@@ -48,7 +49,6 @@ from jobctl.sources.records import (
     canonical_bytes,
     extract_key,
 )
-from jobctl.sources.spec import SourceConfig, parse_sources
 
 if TYPE_CHECKING:
     # The run context brings SQLAlchemy: a sync skipped because its lock is held
@@ -85,11 +85,7 @@ class SyncArgs:
 
 
 def sources_of(settings: Settings) -> dict[str, SourceConfig]:
-    return parse_sources(
-        settings.sections.get("sources"),
-        origin=str(settings.sections.get("__origin__", "jobctl.toml")),
-        default_tz=settings.timezone,
-    )
+    return dict(settings.sources)
 
 
 def plan(

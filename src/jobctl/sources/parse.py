@@ -87,6 +87,7 @@ from typing import IO, Any, BinaryIO, Literal, cast
 import ijson
 import orjson
 
+from jobctl.config_models import FORMATS
 from jobctl.errors import DocumentError, SourceError, UsageError
 from jobctl.sources.records import BadRecord, _kind
 
@@ -102,7 +103,6 @@ __all__ = [
 log = logging.getLogger("jobctl.sources")
 
 Format = Literal["json", "ndjson", "csv", "json-object"]
-FORMATS: tuple[str, ...] = ("json", "ndjson", "csv", "json-object")
 JSON_OBJECT_MAX_BYTES = 100 * 1024 * 1024
 READ_SIZE = 1 << 16  # ijson buffer: 64 KiB, the sweet spot for yajl2_c
 FILE_BUFFER = 1 << 20

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import xxhash
 
+from jobctl.config_models import TYPES
 from jobctl.errors import UsageError
 
 __all__ = [
@@ -178,7 +179,6 @@ def canonical_hash(record: Mapping[str, Any]) -> bytes:
 
 # --------------------------------------------------------------------------- projection
 
-TYPES: tuple[str, ...] = ("text", "int", "float", "bool", "date", "timestamp")
 _ARTICLE = {"int": "an int", "float": "a float", "bool": "a bool", "date": "a date"}
 _INT_RE = re.compile(r"[+-]?\d+")
 _TRUE = frozenset({"true", "t", "yes", "y", "1", "on"})

@@ -1,0 +1,118 @@
+"""The text of a SQL source's query: its ``:name`` parameters and first keyword.
+
+Light on purpose (``re`` and ``dataclasses`` only): the configuration checks every
+``[sources.NAME] query`` when it is read, and reading the configuration must not
+import the ``jobctl.sources`` package (see tests/test_startup.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["BOUND", "READ_KEYWORDS", "ParsedQuery", "parse_query"]
+
+#: The statements a query source may start with: the ones that only read.
+READ_KEYWORDS = ("SELECT", "WITH", "VALUES", "TABLE")
+#: The parameters jobctl binds. ``:date`` is the sync's date.
+BOUND = ("date",)
+
+_IDENT_START = re.compile(r"[A-Za-z_]")
+_IDENT = re.compile(r"\w+")
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    """A query in psycopg's placeholder style, the ``:name`` parameters it uses, and its
+    first keyword (upper case)."""
+
+    text: str
+    params: tuple[str, ...]
+    first_word: str
+
+
+def parse_query(query: str) -> ParsedQuery:
+    """``:date`` → ``%(date)s`` (and ``%`` → ``%%``), outside string literals, quoted
+    identifiers, dollar quotes and comments; ``::`` casts and ``a[lo:hi]`` slices are left
+    alone. Trailing semicolons are dropped (one statement only).
+
+    >>> parse_query("SELECT * FROM t WHERE d = :date::date AND s LIKE 'a%:x'").text
+    "SELECT * FROM t WHERE d = %(date)s::date AND s LIKE 'a%%:x'"
+    """
+    out: list[str] = []
+    params: list[str] = []
+    first_word = ""
+    i, n = 0, len(query)
+    while i < n:
+        c = query[i]
+        if c == "'" or c == '"':  # a literal or quoted identifier: '' / "" escape
+            escapes = c == "'" and i > 0 and query[i - 1] in "eE" and not _word_before(query, i - 1)
+            j = i + 1
+            while j < n:
+                if escapes and query[j] == "\\":
+                    j += 2
+                    continue
+                if query[j] == c:
+                    if j + 1 < n and query[j + 1] == c:
+                        j += 2
+                        continue
+                    break
+                j += 1
+            out.append(query[i : j + 1].replace("%", "%%"))
+            i = j + 1
+        elif query.startswith("--", i):
+            j = query.find("\n", i)
+            j = n if j < 0 else j
+            out.append(query[i:j].replace("%", "%%"))
+            i = j
+        elif query.startswith("/*", i):
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if query.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                elif query.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                else:
+                    j += 1
+            out.append(query[i:j].replace("%", "%%"))
+            i = j
+        elif c == "$" and (tag := _DOLLAR_TAG.match(query, i)) and not _word_before(query, i):
+            end = query.find(tag.group(0), tag.end())
+            j = n if end < 0 else end + len(tag.group(0))
+            out.append(query[i:j].replace("%", "%%"))
+            i = j
+        elif query.startswith("::", i):
+            out.append("::")
+            i += 2
+        elif (
+            c == ":"
+            and i + 1 < n
+            and _IDENT_START.match(query[i + 1])
+            and not _word_before(query, i)
+        ):
+            name = _IDENT.match(query, i + 1)
+            assert name is not None
+            params.append(name.group(0))
+            out.append(f"%({name.group(0)})s")
+            i = name.end()
+        elif c == "%":
+            out.append("%%")
+            i += 1
+        else:
+            if not first_word and (word := _WORD.match(query, i)) and not _word_before(query, i):
+                first_word = word.group(0).upper()
+                out.append(word.group(0))
+                i = word.end()
+                continue
+            out.append(c)
+            i += 1
+    text = "".join(out).rstrip()
+    while text.endswith(";"):
+        text = text[:-1].rstrip()
+    return ParsedQuery(text, tuple(dict.fromkeys(params)), first_word)
+
+
+def _word_before(query: str, i: int) -> bool:
+    return i > 0 and (query[i - 1].isalnum() or query[i - 1] in "_$")
