@@ -48,7 +48,8 @@ from jobctl.db.copytext import (
     quick_thread_switches,
 )
 from jobctl.db.engine import Database
-from jobctl.errors import DatabaseError, UsageError
+from jobctl.db.errors import translate
+from jobctl.errors import UsageError
 
 log = logging.getLogger("jobctl.sync")
 
@@ -227,7 +228,7 @@ def read_state(db: Database, table: FeedTable, partition: str) -> FeedState | No
                 (table.state_key, partition),
             ).fetchone()
     except psycopg.Error as exc:
-        raise DatabaseError(f"cannot read the sync state of {table.name!r}: {exc}") from exc
+        raise translate(exc, f"cannot read the sync state of {table.name!r}") from exc
     return FeedState(*row) if row else None
 
 
@@ -246,8 +247,7 @@ def feed_transaction(db: Database, *, dry_run: bool = False) -> Iterator[FeedCon
             if not dry_run:
                 db.check_before_commit(conn)  # the run's fence: commit only while locked
     except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseError(f"sync failed in the database: {first}") from exc
+        raise translate(exc, "sync failed in the database") from exc
 
 
 def touch_unchanged(
@@ -264,7 +264,7 @@ def touch_unchanged(
         count = int(active[0]) if active else 0
         _write_state(conn, table, partition, update, count)
     except psycopg.Error as exc:
-        raise DatabaseError(f"cannot record the sync of {table.name!r}: {exc}") from exc
+        raise translate(exc, f"cannot record the sync of {table.name!r}") from exc
     return count
 
 
@@ -341,11 +341,9 @@ def apply_feed(
         check(stats)
         return stats
     except psycopg.errors.QueryCanceled as exc:
-        raise DatabaseError(f"sync into {table.name!r} was cancelled: {exc}") from exc
+        raise translate(exc, f"sync into {table.name!r} was cancelled") from exc
     except psycopg.Error as exc:
-        raise DatabaseError(
-            f"sync into {table.name!r} failed: {str(exc).strip().splitlines()[0]}"
-        ) from exc
+        raise translate(exc, f"sync into {table.name!r} failed") from exc
 
 
 def _apply(
