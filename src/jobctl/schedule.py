@@ -32,12 +32,10 @@ take the per-flavour path. ``cron`` delegates those days to ``cronsim`` itself.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from itertools import pairwise
 from typing import Literal, cast, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -65,7 +63,6 @@ _ONE_SECOND = timedelta(seconds=1)
 _FORWARD_DAYS = 366 * 9
 #: How far ``previous_fire_time`` / ``slot_for`` look back.
 _BACKWARD_DAYS = 400
-_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # systemd names, ISO order
 
 
 @dataclass(frozen=True)
@@ -276,20 +273,6 @@ class Schedule:
             words += " (either day field matching)"
         return f"{words} ({self.tz.key})"
 
-    def interval_hint(self) -> timedelta:
-        """The typical gap between consecutive fire times (median; DST ignored)."""
-        return _interval_hint(self._spec.expr5)
-
-
-@lru_cache(maxsize=256)
-def _interval_hint(expr5: str) -> timedelta:
-    reference = datetime(2001, 1, 1, tzinfo=UTC)  # a Monday, no DST in UTC
-    fires = Schedule(expr5, ZoneInfo("UTC")).next_fire_times(reference, 50)
-    gaps = [b - a for a, b in pairwise(fires)]
-    if not gaps:
-        return timedelta(days=366 * 4)
-    return statistics.median_low(gaps)
-
 
 def parse_schedule(expr: str, tz: str, flavour: str = "systemd") -> Schedule:
     """Validate expression, zone and flavour; raise UsageError naming the bad value."""
@@ -306,94 +289,3 @@ def missing_slots(expected: Iterable[datetime], covered: Iterable[datetime]) -> 
     done = {_aware_utc(c, "covered slot") for c in covered}
     wanted = {_aware_utc(e, "expected slot") for e in expected}
     return sorted(wanted - done)
-
-
-# -- OnCalendar= ---------------------------------------------------------------------
-
-
-def _compress(values: list[int], lo: int, hi: int) -> str:
-    """Sorted integers → systemd calendar syntax (``*``, ``a/s``, ``a..b/s``, ``a..b``, lists)."""
-    if values == list(range(lo, hi + 1)):
-        return "*"
-    if len(values) >= 3:
-        step = values[1] - values[0]
-        if step > 1 and all(b - a == step for a, b in pairwise(values)):
-            if values[-1] + step > hi:
-                return f"{values[0]:02d}/{step}"
-            return f"{values[0]:02d}..{values[-1]:02d}/{step}"
-    parts: list[str] = []
-    run: list[int] = []
-    for v in [*values, -10]:
-        if run and v == run[-1] + 1:
-            run.append(v)
-            continue
-        if len(run) >= 3:
-            parts.append(f"{run[0]:02d}..{run[-1]:02d}")
-        else:
-            parts.extend(f"{r:02d}" for r in run)
-        run = [v]
-    return ",".join(parts)
-
-
-def _weekday_names(isodays: list[int]) -> str:
-    parts: list[str] = []
-    run: list[int] = []
-    for v in [*isodays, -10]:
-        if run and v == run[-1] + 1:
-            run.append(v)
-            continue
-        if len(run) >= 3:
-            parts.append(f"{_WEEKDAYS[run[0] - 1]}..{_WEEKDAYS[run[-1] - 1]}")
-        else:
-            parts.extend(_WEEKDAYS[r - 1] for r in run)
-        run = [v]
-    return ",".join(parts)
-
-
-def to_systemd_oncalendar(expr: str, tz: str) -> str:
-    """``'0 6 * * 1-5'`` + ``America/Toronto`` → ``'Mon..Fri *-*-* 06:00:00 America/Toronto'``."""
-    zone = _zone(tz)
-    spec = _compile(expr)
-    sim = spec.sim
-
-    def cannot(why: str) -> UsageError:
-        return UsageError(f"cron expression {expr!r} cannot be written as OnCalendar=: {why}")
-
-    if not sim.day_and:
-        raise cannot(
-            "day-of-month and day-of-week are both restricted (cron runs when either "
-            "matches, OnCalendar= only when both do)"
-        )
-    minute = _compress(sorted(sim.minutes), 0, 59)
-    hour = _compress(sorted(sim.hours), 0, 23)
-    month = _compress(sorted(sim.months), 1, 12)
-
-    dom_items = sim.days
-    if CronSim.LAST_WEEKDAY in dom_items:
-        raise cannot("'LW' (last weekday of the month) has no OnCalendar= form")
-    if CronSim.LAST in dom_items:
-        if dom_items != {CronSim.LAST}:
-            raise cannot("'L' mixed with other days of the month has no OnCalendar= form")
-        date_part = f"*-{month}~01"
-    else:
-        date_part = f"*-{month}-{_compress(sorted(dom_items), 1, 31)}"
-
-    dow_items = sim.weekdays
-    specials = [w for w in dow_items if isinstance(w, tuple)]
-    if specials:
-        if len(dow_items) != 1 or date_part != f"*-{month}-*":
-            raise cannot("'#' or 'L' in day-of-week is supported only alone, with '*' days")
-        weekday, nth = specials[0]
-        name = _WEEKDAYS[(weekday or 7) - 1]
-        if nth == CronSim.LAST:
-            date_part = f"*-{month}~07/1"
-        else:
-            first = (nth - 1) * 7 + 1
-            date_part = f"*-{month}-{first:02d}..{min(first + 6, 31):02d}"
-        weekdays = name
-    else:
-        isodays = sorted({(w or 7) for w in dow_items if isinstance(w, int)})
-        weekdays = "" if isodays == list(range(1, 8)) else _weekday_names(isodays)
-
-    prefix = f"{weekdays} " if weekdays else ""
-    return f"{prefix}{date_part} {hour}:{minute}:00 {zone.key}"

@@ -22,7 +22,6 @@ from jobctl.schedule import (
     Schedule,
     missing_slots,
     parse_schedule,
-    to_systemd_oncalendar,
 )
 
 TORONTO = ZoneInfo("America/Toronto")
@@ -238,81 +237,33 @@ needs_systemd = pytest.mark.skipif(
 
 @needs_systemd
 @pytest.mark.parametrize(
-    "expr,base,iterations",
+    # oncalendar: the same schedule as systemd writes it (what a timer unit holds)
+    "expr,oncalendar,base,iterations",
     [
-        ("30 2 * * *", "2026-03-06 12:00:00 UTC", 5),
-        ("30 2 * * *", "2026-10-30 12:00:00 UTC", 5),
-        ("30 1 * * *", "2026-03-06 12:00:00 UTC", 5),
-        ("30 1 * * *", "2026-10-30 12:00:00 UTC", 5),
-        ("30 * * * *", "2026-03-07 12:00:00 UTC", 48),
-        ("30 * * * *", "2026-10-31 12:00:00 UTC", 48),
-        ("0 6 * * 1-5", "2026-02-25 12:00:00 UTC", 200),
-        ("*/15 1-3 * * *", "2026-03-07 12:00:00 UTC", 40),
-        ("*/15 1-3 * * *", "2026-10-31 12:00:00 UTC", 40),
-        ("0 */2 * * *", "2026-03-07 12:00:00 UTC", 30),
-        ("* * * * *", "2026-11-01 05:00:00 UTC", 150),
-        ("* * * * *", "2026-03-08 06:30:00 UTC", 90),
-        ("@daily", "2026-10-30 12:00:00 UTC", 5),
-        ("0 0 * * 5L", "2026-01-01 00:00:00 UTC", 12),
-        ("0 12 * * 2#3", "2026-01-01 00:00:00 UTC", 12),
+        ("30 2 * * *", "*-*-* 02:30:00 America/Toronto", "2026-03-06 12:00:00 UTC", 5),
+        ("30 2 * * *", "*-*-* 02:30:00 America/Toronto", "2026-10-30 12:00:00 UTC", 5),
+        ("30 1 * * *", "*-*-* 01:30:00 America/Toronto", "2026-03-06 12:00:00 UTC", 5),
+        ("30 1 * * *", "*-*-* 01:30:00 America/Toronto", "2026-10-30 12:00:00 UTC", 5),
+        ("30 * * * *", "*-*-* *:30:00 America/Toronto", "2026-03-07 12:00:00 UTC", 48),
+        ("30 * * * *", "*-*-* *:30:00 America/Toronto", "2026-10-31 12:00:00 UTC", 48),
+        ("0 6 * * 1-5", "Mon..Fri *-*-* 06:00:00 America/Toronto", "2026-02-25 12:00:00 UTC", 200),
+        ("*/15 1-3 * * *", "*-*-* 01..03:00/15:00 America/Toronto", "2026-03-07 12:00:00 UTC", 40),
+        ("*/15 1-3 * * *", "*-*-* 01..03:00/15:00 America/Toronto", "2026-10-31 12:00:00 UTC", 40),
+        ("0 */2 * * *", "*-*-* 00/2:00:00 America/Toronto", "2026-03-07 12:00:00 UTC", 30),
+        ("* * * * *", "*-*-* *:*:00 America/Toronto", "2026-11-01 05:00:00 UTC", 150),
+        ("* * * * *", "*-*-* *:*:00 America/Toronto", "2026-03-08 06:30:00 UTC", 90),
+        ("@daily", "*-*-* 00:00:00 America/Toronto", "2026-10-30 12:00:00 UTC", 5),
+        ("0 0 * * 5L", "Fri *-*~07/1 00:00:00 America/Toronto", "2026-01-01 00:00:00 UTC", 12),
+        ("0 12 * * 2#3", "Tue *-*-15..21 12:00:00 America/Toronto", "2026-01-01 00:00:00 UTC", 12),
     ],
 )
-def test_systemd_flavour_matches_systemd_analyze(expr: str, base: str, iterations: int) -> None:
-    oncalendar = to_systemd_oncalendar(expr, "America/Toronto")
+def test_systemd_flavour_matches_systemd_analyze(
+    expr: str, oncalendar: str, base: str, iterations: int
+) -> None:
     expected = systemd_elapses(oncalendar, base, iterations)
     s = parse_schedule(expr, "America/Toronto", "systemd")
     base_dt = datetime.fromisoformat(base.removesuffix(" UTC")).replace(tzinfo=UTC)
     assert s.next_fire_times(base_dt, iterations) == expected
-
-
-@needs_systemd
-@pytest.mark.parametrize(
-    "expr,oncalendar",
-    [
-        ("0 6 * * 1-5", "Mon..Fri *-*-* 06:00:00 America/Toronto"),
-        ("30 2 * * *", "*-*-* 02:30:00 America/Toronto"),
-        ("30 * * * *", "*-*-* *:30:00 America/Toronto"),
-        ("*/15 9-17 * * mon-fri", "Mon..Fri *-*-* 09..17:00/15:00 America/Toronto"),
-        ("0 0 1,15 * *", "*-*-01,15 00:00:00 America/Toronto"),
-        ("5,10 */3 1-10/2 jan,jul *", "*-01,07-01..09/2 00/3:05,10:00 America/Toronto"),
-        ("0 0 * * 0,6", "Sat,Sun *-*-* 00:00:00 America/Toronto"),
-        ("0 0 * * 7", "Sun *-*-* 00:00:00 America/Toronto"),
-        ("0 0 L * *", "*-*~01 00:00:00 America/Toronto"),
-        ("0 0 * * 5L", "Fri *-*~07/1 00:00:00 America/Toronto"),
-        ("0 0 * * 5#2", "Fri *-*-08..14 00:00:00 America/Toronto"),
-        ("@yearly", "*-01-01 00:00:00 America/Toronto"),
-        ("@hourly", "*-*-* *:00:00 America/Toronto"),
-        ("0 0 */2 * *", "*-*-01/2 00:00:00 America/Toronto"),
-        ("0 8-10,14 * * 1,3,5", "Mon,Wed,Fri *-*-* 08..10,14:00:00 America/Toronto"),
-    ],
-)
-def test_to_systemd_oncalendar_is_accepted_by_systemd(expr: str, oncalendar: str) -> None:
-    got = to_systemd_oncalendar(expr, "America/Toronto")
-    assert got == oncalendar
-    proc = subprocess.run(
-        [SYSTEMD_ANALYZE, "calendar", "--base-time=2026-01-01 00:00:00 UTC", got],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TZ": "UTC"},
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""
-    assert "Next elapse:" in proc.stdout
-
-
-@pytest.mark.parametrize(
-    "expr,why",
-    [
-        ("0 0 1 * 1", "both restricted"),
-        ("0 0 LW * *", "LW"),
-        ("0 0 L,15 * *", "'L' mixed"),
-        ("0 0 * * 1#2,3", "alone"),
-    ],
-)
-def test_to_systemd_oncalendar_rejects_what_oncalendar_cannot_say(expr: str, why: str) -> None:
-    with pytest.raises(UsageError, match=why) as info:
-        to_systemd_oncalendar(expr, "UTC")
-    assert repr(expr) in str(info.value)
 
 
 # -- slots -------------------------------------------------------------------------
@@ -440,23 +391,6 @@ def test_describe() -> None:
     assert parse_schedule("* * * * *", "UTC").describe() == "Every minute (UTC)"
     assert parse_schedule("@daily", "Europe/Paris").describe() == "At 00:00 (Europe/Paris)"
     assert "either" in parse_schedule("0 0 1 * 1", "UTC").describe()
-
-
-@pytest.mark.parametrize(
-    "expr,hint",
-    [
-        ("* * * * *", timedelta(minutes=1)),
-        ("*/15 * * * *", timedelta(minutes=15)),
-        ("30 * * * *", timedelta(hours=1)),
-        ("0 6 * * *", timedelta(days=1)),
-        ("0 6 * * 1-5", timedelta(days=1)),
-        ("@weekly", timedelta(days=7)),
-        ("@monthly", timedelta(days=31)),
-        ("@yearly", timedelta(days=365)),
-    ],
-)
-def test_interval_hint(expr: str, hint: timedelta) -> None:
-    assert Schedule(expr, TORONTO).interval_hint() == hint
 
 
 def test_missing_slots() -> None:
