@@ -349,10 +349,23 @@ class _Origin:
         self.info: dict[str, Any] = {"table": source.table, "date": day.isoformat()}
         self.run_id = ctx.run_id
 
-    def update(self, **known: Any) -> StateUpdate:
-        """The feed state this sync will record, with what the fetch learnt (``known``)."""
+    def update(
+        self,
+        *,
+        content_sha256: str | None = None,
+        content_bytes: int | None = None,
+        etag: str | None = None,
+        last_modified: str | None = None,
+    ) -> StateUpdate:
+        """The feed state this sync will record, with what the fetch learnt of the feed."""
         return StateUpdate(
-            source=self.source.name, run_id=self.run_id, fingerprint=self.fingerprint, **known
+            source=self.source.name,
+            run_id=self.run_id,
+            fingerprint=self.fingerprint,
+            content_sha256=content_sha256,
+            content_bytes=content_bytes,
+            etag=etag,
+            last_modified=last_modified,
         )
 
     def fetched(self, update: StateUpdate, path: Path | None = None) -> _Fetched:
