@@ -7,7 +7,6 @@
     │   └── ConfigError              exit 2  bad key/type/value in jobctl.toml or env
     ├── DatabaseError                exit 1  server unreachable, query failed
     │   └── DatabaseUnreachable      exit 2  cannot connect at all (documented)
-    ├── LockHeld                     exit 75 another run of the job holds its lock
     ├── RunCancelled                 exit 130/143 SIGINT / SIGTERM
     └── JobError                     exit 1  the job itself failed
         ├── TransientError           retried by the runner (network blip, 5xx …)
@@ -76,14 +75,6 @@ class DatabaseUnreachable(DatabaseError):
     """Cannot connect at all: a configuration problem for the operator, exit 2."""
 
     exit_code = ExitCode.USAGE
-
-
-class LockHeld(JobctlError):
-    exit_code = ExitCode.LOCKED
-
-    def __init__(self, message: str, *, run_id: int | None = None) -> None:
-        super().__init__(message)
-        self.run_id = run_id
 
 
 class RunCancelled(JobctlError):

@@ -32,7 +32,6 @@ take the per-flavour path. ``cron`` delegates those days to ``cronsim`` itself.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -275,20 +274,6 @@ class Schedule:
         if not spec.sim.day_and:
             words += " (either day field matching)"
         return f"{words} ({self.tz.key})"
-
-    def interval_hint(self) -> timedelta:
-        """The typical gap between consecutive fire times (median; DST ignored)."""
-        return _interval_hint(self._spec.expr5)
-
-
-@lru_cache(maxsize=256)
-def _interval_hint(expr5: str) -> timedelta:
-    reference = datetime(2001, 1, 1, tzinfo=UTC)  # a Monday, no DST in UTC
-    fires = Schedule(expr5, ZoneInfo("UTC")).next_fire_times(reference, 50)
-    gaps = [b - a for a, b in pairwise(fires)]
-    if not gaps:
-        return timedelta(days=366 * 4)
-    return statistics.median_low(gaps)
 
 
 def parse_schedule(expr: str, tz: str, flavour: str = "systemd") -> Schedule:

@@ -47,40 +47,9 @@ def parse_query(query: str) -> ParsedQuery:
     i, n = 0, len(query)
     while i < n:
         c = query[i]
-        if c == "'" or c == '"':  # a literal or quoted identifier: '' / "" escape
-            escapes = c == "'" and i > 0 and query[i - 1] in "eE" and not _word_before(query, i - 1)
-            j = i + 1
-            while j < n:
-                if escapes and query[j] == "\\":
-                    j += 2
-                    continue
-                if query[j] == c:
-                    if j + 1 < n and query[j + 1] == c:
-                        j += 2
-                        continue
-                    break
-                j += 1
-            out.append(query[i : j + 1].replace("%", "%%"))
-            i = j + 1
-        elif query.startswith("--", i):
-            j = query.find("\n", i)
-            j = n if j < 0 else j
-            out.append(query[i:j].replace("%", "%%"))
-            i = j
-        elif query.startswith("/*", i):
-            depth, j = 1, i + 2
-            while j < n and depth:
-                if query.startswith("/*", j):
-                    depth, j = depth + 1, j + 2
-                elif query.startswith("*/", j):
-                    depth, j = depth - 1, j + 2
-                else:
-                    j += 1
-            out.append(query[i:j].replace("%", "%%"))
-            i = j
-        elif c == "$" and (tag := _DOLLAR_TAG.match(query, i)) and not _word_before(query, i):
-            end = query.find(tag.group(0), tag.end())
-            j = n if end < 0 else end + len(tag.group(0))
+        if (j := _opaque_end(query, i)) is not None:
+            # Text the server reads as data or comment: no parameters in it, but its
+            # ``%`` still reaches psycopg, which would take it for a placeholder.
             out.append(query[i:j].replace("%", "%%"))
             i = j
         elif query.startswith("::", i):
@@ -112,6 +81,58 @@ def parse_query(query: str) -> ParsedQuery:
     while text.endswith(";"):
         text = text[:-1].rstrip()
     return ParsedQuery(text, tuple(dict.fromkeys(params)), first_word)
+
+
+def _opaque_end(query: str, i: int) -> int | None:
+    """Where the literal, quoted identifier, comment or dollar quote at ``i`` ends.
+
+    None when none starts at ``i``. An unterminated one runs to the end of the query
+    (the server then reports the error, with its own position).
+    """
+    c = query[i]
+    if c == "'" or c == '"':
+        return _quoted_end(query, i)
+    if query.startswith("--", i):
+        j = query.find("\n", i)
+        return len(query) if j < 0 else j
+    if query.startswith("/*", i):
+        return _block_comment_end(query, i)
+    if c == "$" and (tag := _DOLLAR_TAG.match(query, i)) and not _word_before(query, i):
+        end = query.find(tag.group(0), tag.end())
+        return len(query) if end < 0 else end + len(tag.group(0))
+    return None
+
+
+def _quoted_end(query: str, i: int) -> int:
+    """The end of a literal or quoted identifier: ``''`` / ``""`` escape the quote,
+    and in an ``E'...'`` literal a backslash escapes the next character."""
+    c, n = query[i], len(query)
+    escapes = c == "'" and i > 0 and query[i - 1] in "eE" and not _word_before(query, i - 1)
+    j = i + 1
+    while j < n:
+        if escapes and query[j] == "\\":
+            j += 2
+            continue
+        if query[j] == c:
+            if j + 1 < n and query[j + 1] == c:
+                j += 2
+                continue
+            break
+        j += 1
+    return j + 1
+
+
+def _block_comment_end(query: str, i: int) -> int:
+    """The end of a ``/* ... */`` comment; PostgreSQL's nest."""
+    depth, j, n = 1, i + 2, len(query)
+    while j < n and depth:
+        if query.startswith("/*", j):
+            depth, j = depth + 1, j + 2
+        elif query.startswith("*/", j):
+            depth, j = depth - 1, j + 2
+        else:
+            j += 1
+    return j
 
 
 def _word_before(query: str, i: int) -> bool:

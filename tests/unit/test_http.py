@@ -14,13 +14,12 @@ import httpx
 import pytest
 from tests.fixtures.httpserver import HTTPTestServer, Step, http_server
 
-from jobctl.errors import DocumentError, SourceError, UsageError
+from jobctl.errors import SourceError, UsageError
 from jobctl.sources.http import (
     DownloadResult,
     FetchFailed,
     _parse_retry_after,
     download,
-    fetch_json,
 )
 from jobctl.sources.parse import iter_records, open_source
 
@@ -370,34 +369,3 @@ def test_unsupported_scheme_is_permanent(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as info:
         download("ftp://h/x", tmp_path / "f", retries=3, sleep=SleepRecorder())
     assert info.value.transient is False
-
-
-# --------------------------------------------------------------------------- fetch_json
-
-
-def test_fetch_json_retries_then_parses(srv: HTTPTestServer, sleeps: SleepRecorder) -> None:
-    srv.serve("/index.php", b'{"nb_visits": 3}', content_type="application/json", statuses=[500])
-    assert fetch_json(srv.url("/index.php?token_auth=x"), sleep=sleeps) == {"nb_visits": 3}
-    assert len(sleeps.calls) == 1 and len(srv.requests_for("/index.php")) == 2
-
-
-def test_fetch_json_invalid_and_too_large(srv: HTTPTestServer) -> None:
-    srv.serve("/a", b"<html>oops", content_type="text/html")
-    with pytest.raises(DocumentError) as invalid:
-        fetch_json(srv.url(f"/a?token_auth={TOKEN}"))
-    assert str(invalid.value).startswith(
-        f"response from {srv.url('/a')}?token_auth=*** is not valid JSON"
-    )
-    assert TOKEN not in all_texts(invalid.value)
-
-    srv.serve("/big", b"[" + b"1," * 2000 + b"1]", content_type="application/json")
-    with pytest.raises(SourceError, match="exceeds 1000 bytes") as info:
-        fetch_json(srv.url("/big"), max_bytes=1000)
-    assert info.value.transient is False
-    assert len(srv.requests_for("/big")) == 1  # not retried
-
-
-def test_fetch_json_real_server(srv: HTTPTestServer) -> None:
-    srv.serve("/api", b'{"value": [1, 2]}', gzip=True, content_type="application/json")
-    assert fetch_json(srv.url("/api")) == {"value": [1, 2]}
-    assert srv.requests_for("/api")[0].headers["accept"] == "application/json"

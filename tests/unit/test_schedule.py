@@ -442,23 +442,6 @@ def test_describe() -> None:
     assert "either" in parse_schedule("0 0 1 * 1", "UTC").describe()
 
 
-@pytest.mark.parametrize(
-    "expr,hint",
-    [
-        ("* * * * *", timedelta(minutes=1)),
-        ("*/15 * * * *", timedelta(minutes=15)),
-        ("30 * * * *", timedelta(hours=1)),
-        ("0 6 * * *", timedelta(days=1)),
-        ("0 6 * * 1-5", timedelta(days=1)),
-        ("@weekly", timedelta(days=7)),
-        ("@monthly", timedelta(days=31)),
-        ("@yearly", timedelta(days=365)),
-    ],
-)
-def test_interval_hint(expr: str, hint: timedelta) -> None:
-    assert Schedule(expr, TORONTO).interval_hint() == hint
-
-
 def test_missing_slots() -> None:
     s = Schedule("0 6 * * *", TORONTO)
     expected = list(s.fire_times(z(2026, 6, 1), z(2026, 6, 6)))

@@ -1,6 +1,6 @@
 """Connections: one SQLAlchemy engine for queries, raw psycopg connections for
-locks and ``COPY``. Every ``psycopg.Error`` is translated here or in the other
-``db`` modules, never above them.
+locks and ``COPY``. Every ``psycopg.Error`` is translated (:mod:`jobctl.db.errors`)
+here or in the other ``db`` modules, never above them.
 
 SQLAlchemy is imported when the engine is first built, not with this module: a
 command that only reads the schema version, takes a lock and records a skip (a
@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from jobctl.errors import DatabaseError, DatabaseUnreachable, UsageError
+from jobctl.db.errors import translate
+from jobctl.errors import DatabaseError, UsageError
 from jobctl.redact import redact_dsn
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class Database:
         try:
             yield conn
         except DBAPIError as exc:
-            raise DatabaseError(f"database error: {_first_line(exc.orig)}") from exc
+            raise translate(exc, "database error") from exc
         finally:
             conn.close()
 
@@ -166,7 +167,7 @@ class Database:
                 yield conn
                 self.check_before_commit(conn)
         except psycopg.Error as exc:
-            raise DatabaseError(f"database error: {_first_line(exc)}") from exc
+            raise translate(exc, "database error") from exc
         finally:
             conn.close()
 
@@ -212,22 +213,13 @@ class Database:
         finally:
             conn.close()
 
-    def _unreachable(self, exc: BaseException) -> DatabaseUnreachable:
-        return DatabaseUnreachable(
-            f"cannot connect to the database {self.display_url}: {_first_line(exc)}"
-        )
+    def _unreachable(self, exc: BaseException) -> DatabaseError:
+        # DatabaseUnreachable: the server cannot be reached at all (exit 2)
+        return translate(exc, f"cannot connect to the database {self.display_url}", connecting=True)
 
     def dispose(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
-
-
-def _first_line(exc: BaseException | None) -> str:
-    text = str(exc or "").strip()
-    if "\n" in text:
-        text = text.split("\n", 1)[0]
-    # psycopg's messages may quote the conninfo; never show a password.
-    return redact_dsn(text) if "password" in text or "@" in text else text
 
 
 def open_database(url: str | None, data_dir: Path) -> Database:

@@ -48,7 +48,8 @@ from jobctl.db.copytext import (
     quick_thread_switches,
 )
 from jobctl.db.engine import Database
-from jobctl.errors import DatabaseError, UsageError
+from jobctl.db.errors import translate
+from jobctl.errors import UsageError
 
 log = logging.getLogger("jobctl.sync")
 
@@ -227,7 +228,7 @@ def read_state(db: Database, table: FeedTable, partition: str) -> FeedState | No
                 (table.state_key, partition),
             ).fetchone()
     except psycopg.Error as exc:
-        raise DatabaseError(f"cannot read the sync state of {table.name!r}: {exc}") from exc
+        raise translate(exc, f"cannot read the sync state of {table.name!r}") from exc
     return FeedState(*row) if row else None
 
 
@@ -246,8 +247,7 @@ def feed_transaction(db: Database, *, dry_run: bool = False) -> Iterator[FeedCon
             if not dry_run:
                 db.check_before_commit(conn)  # the run's fence: commit only while locked
     except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseError(f"sync failed in the database: {first}") from exc
+        raise translate(exc, "sync failed in the database") from exc
 
 
 def touch_unchanged(
@@ -264,7 +264,7 @@ def touch_unchanged(
         count = int(active[0]) if active else 0
         _write_state(conn, table, partition, update, count)
     except psycopg.Error as exc:
-        raise DatabaseError(f"cannot record the sync of {table.name!r}: {exc}") from exc
+        raise translate(exc, f"cannot record the sync of {table.name!r}") from exc
     return count
 
 
@@ -341,11 +341,9 @@ def apply_feed(
         check(stats)
         return stats
     except psycopg.errors.QueryCanceled as exc:
-        raise DatabaseError(f"sync into {table.name!r} was cancelled: {exc}") from exc
+        raise translate(exc, f"sync into {table.name!r} was cancelled") from exc
     except psycopg.Error as exc:
-        raise DatabaseError(
-            f"sync into {table.name!r} failed: {str(exc).strip().splitlines()[0]}"
-        ) from exc
+        raise translate(exc, f"sync into {table.name!r} failed") from exc
 
 
 def _apply(
@@ -435,6 +433,45 @@ def _apply_duplicates(conn: psycopg.Connection[Any], table: FeedTable, dups: Spo
     cur.execute("DROP TABLE _jobctl_dups")  # the next source in this transaction
 
 
+@dataclass
+class _Resync:
+    """What the phases of one re-sync share.
+
+    One per source: the temporary tables it names live in the run's transaction and
+    are dropped at the end, so the next source of the run can create them again.
+    """
+
+    cur: psycopg.Cursor[Any]
+    table: FeedTable
+    #: The full COPY lines of every record, line number = ordinal, until the server
+    #: has said which of them to send.
+    spool: Spool
+    #: When the previous sync of this partition ran: the last time its unchanged
+    #: rows were seen (they are not rewritten, so their own last_seen_at is older).
+    previous_sync: datetime | None
+    stats: ApplyStats = field(default_factory=ApplyStats)
+    #: The staged keys with one row per key: ``_jobctl_keys`` itself unless the feed
+    #: repeats a key (then ``_jobctl_winners``, the last occurrence of each).
+    winners: str = "_jobctl_keys"
+    #: Bit ``ordinal`` set: that record is new, changed or back after removal.
+    wanted: bytearray = field(default_factory=bytearray)
+
+    @property
+    def pk(self) -> list[sql.Identifier]:
+        return [sql.Identifier(c) for c in self.table.pk_columns]
+
+    @property
+    def pk_list(self) -> sql.Composable:
+        return sql.SQL(", ").join(self.pk)
+
+    def match(self, left: str, right: str) -> sql.Composable:
+        """``left.c = right.c AND …`` over the primary key (a join the planner can hash)."""
+        # The aliases are this module's own (t, w, d, k): plain text, as they always were.
+        return sql.SQL(" AND ").join(
+            sql.SQL(f"{left}.{{c}} = {right}.{{c}}").format(c=c) for c in self.pk
+        )
+
+
 def _resync(
     conn: psycopg.Connection[Any],
     table: FeedTable,
@@ -444,16 +481,42 @@ def _resync(
     complete: bool,
     spool_dir: Path | None,
 ) -> ApplyStats:
-    stats = ApplyStats()
+    """Merge a feed into a partition that has rows: send and rewrite only what changed."""
+    run = _start_resync(conn, table, partition, spool_dir)
+    try:
+        _stage_keys(run, rows, prefix)
+        _find_changed(run)
+        if run.stats.sent:
+            _send_changed(run)
+    finally:
+        run.spool.close()
+    stats = run.stats
+    if stats.sent:
+        _merge_changed(run)
+    stats.unchanged = stats.distinct - stats.new - stats.updated - stats.restored
+    if complete:
+        _mark_removed(run, partition)
+    # The next source of the run uses the same transaction and names.
+    run.cur.execute("DROP TABLE IF EXISTS _jobctl_keys, _jobctl_data, _jobctl_winners")
+    return stats
+
+
+def _start_resync(
+    conn: psycopg.Connection[Any], table: FeedTable, partition: str, spool_dir: Path | None
+) -> _Resync:
+    """Read the previous sync's time and create the (empty) temporary tables.
+
+    ``_jobctl_keys`` gets ``(key, hash, ord)`` of every record, ``_jobctl_data`` the
+    full rows of the changed ones only; both copy the target's column types, so the
+    joins compare like with like.
+    """
     cur = conn.cursor()
     cur.execute(
         "SELECT last_synced_at FROM jobctl.feed_state WHERE target = %s AND partition = %s",
         (table.state_key, partition),
     )
     previous = cur.fetchone()
-    previous_sync = previous[0] if previous else None
-    pk = [sql.Identifier(c) for c in table.pk_columns]
-    pk_list = sql.SQL(", ").join(pk)
+    pk_list = sql.SQL(", ").join(sql.Identifier(c) for c in table.pk_columns)
     cur.execute(
         sql.SQL(
             "CREATE TEMP TABLE _jobctl_keys ON COMMIT DROP AS SELECT {}, hash FROM {} WITH NO DATA"
@@ -466,115 +529,154 @@ def _resync(
             " SELECT {}, hash, data FROM {} WITH NO DATA"
         ).format(pk_list, table.ident())
     )
-    spool = Spool(spool_dir)
+    return _Resync(cur, table, Spool(spool_dir), previous[0] if previous else None)
+
+
+def _stage_keys(run: _Resync, rows: Iterable[Row], prefix: str) -> None:
+    """COPY ``(key, hash, ordinal)`` of every record to the server; spool the full rows.
+
+    Only the keys and hashes cross the wire here: the server alone can tell which
+    records differ from the stored ones, and most records of a daily feed do not.
+    A record without data (bad, but its key is known) is staged with a NULL hash so
+    that its stored row is not marked removed, and spooled as an empty line so that
+    spool line numbers stay equal to ordinals. Duplicate keys are counted here by a
+    client-side digest; which occurrence wins is decided on the server.
+    """
+    stats = run.stats
+    spool = run.spool
     seen: set[int] = set()
-    try:
-        with cur.copy(
-            sql.SQL("COPY _jobctl_keys ({}, hash, ord) FROM STDIN").format(pk_list),
-            writer=BoundedWriter(cur),
-        ) as copy:
-            out = Copier(copy)
-            ordinal = -1
-            keys_only = 0
-            for ordinal, (key, data) in enumerate(rows):
-                if data is None:
-                    keys_only += 1
-                    spool.add(b"\\N\n")  # keeps spool line numbers equal to ordinals
-                    keys = f"{prefix}{copy_key(key)}" if key else prefix[:-1]
-                    out.add(f"{keys}\t\\N\t{ordinal}\n".encode())
-                    continue
-                head = copy_head(prefix, key, data)
-                spool.add(head + b"\t" + copy_data(data) + b"\n")
-                out.add(head + b"\t%d\n" % ordinal)
-                digest = _key_digest(key)
-                if digest in seen:
-                    stats.duplicates += 1
-                    if len(stats.duplicate_samples) < 20:
-                        stats.duplicate_samples.append("/".join(key))
-                else:
-                    seen.add(digest)
-            out.flush()
-        stats.staged = ordinal + 1
-        del seen
-        stats.distinct = stats.staged - stats.duplicates - keys_only
-        winners = "_jobctl_keys"
-        if stats.duplicates:
-            cur.execute(
-                sql.SQL(
-                    "CREATE TEMP TABLE _jobctl_winners ON COMMIT DROP AS SELECT DISTINCT ON"
-                    " ({pk}) * FROM _jobctl_keys ORDER BY {pk}, ord DESC"
-                ).format(pk=pk_list)
-            )
-            winners = "_jobctl_winners"
-        cur.execute(f"ANALYZE {winners}")
-        match = sql.SQL(" AND ").join(sql.SQL("t.{c} = w.{c}").format(c=c) for c in pk)
-        wanted = bytearray((stats.staged >> 3) + 1)
-        changed = 0
-        with cur.copy(
-            sql.SQL(
-                "COPY (SELECT w.ord FROM {w} w LEFT JOIN {t} t ON {match}"
-                # new, changed, or back after being removed (sent and upserted too)
-                " WHERE w.hash IS NOT NULL AND (t.hash IS DISTINCT FROM w.hash"
-                " OR t.removed_at IS NOT NULL)) TO STDOUT"
-            ).format(w=sql.Identifier(winners), t=table.ident(), match=match)
-        ) as copy:
-            for chunk in copy:
-                for number in bytes(chunk).split():
-                    ordinal = int(number)
-                    wanted[ordinal >> 3] |= 1 << (ordinal & 7)
-                    changed += 1
-        if changed:
-            with cur.copy(
-                sql.SQL("COPY _jobctl_data ({}, hash, data) FROM STDIN").format(pk_list),
-                writer=BoundedWriter(cur),
-            ) as copy:
-                out = Copier(copy)
-                for line in spool.selected(wanted):
-                    out.add(line)
-                out.flush()
-        stats.sent = changed
-    finally:
-        spool.close()
-    if changed:
-        dmatch = sql.SQL(" AND ").join(sql.SQL("t.{c} = d.{c}").format(c=c) for c in pk)
+    cur = run.cur
+    with cur.copy(
+        sql.SQL("COPY _jobctl_keys ({}, hash, ord) FROM STDIN").format(run.pk_list),
+        writer=BoundedWriter(cur),
+    ) as copy:
+        out = Copier(copy)
+        ordinal = -1
+        keys_only = 0
+        # The hot loop (every record of the feed): locals only, no attribute lookups
+        # on ``run`` beyond the counters that are rarely touched.
+        for ordinal, (key, data) in enumerate(rows):
+            if data is None:
+                keys_only += 1
+                spool.add(b"\\N\n")  # keeps spool line numbers equal to ordinals
+                keys = f"{prefix}{copy_key(key)}" if key else prefix[:-1]
+                out.add(f"{keys}\t\\N\t{ordinal}\n".encode())
+                continue
+            head = copy_head(prefix, key, data)
+            spool.add(head + b"\t" + copy_data(data) + b"\n")
+            out.add(head + b"\t%d\n" % ordinal)
+            digest = _key_digest(key)
+            if digest in seen:
+                stats.duplicates += 1
+                if len(stats.duplicate_samples) < 20:
+                    stats.duplicate_samples.append("/".join(key))
+            else:
+                seen.add(digest)
+        out.flush()
+    stats.staged = ordinal + 1
+    stats.distinct = stats.staged - stats.duplicates - keys_only
+
+
+def _find_changed(run: _Resync) -> None:
+    """Ask the server which staged records are new, changed or back after removal.
+
+    The answer is their ordinals (COPY TO STDOUT, a few bytes each), kept as a
+    bitmap of the feed's length: ``stats.sent`` is how many bits are set. When the
+    feed repeats a key, only its last occurrence is compared (and later sent).
+    """
+    cur, stats = run.cur, run.stats
+    if stats.duplicates:
         cur.execute(
             sql.SQL(
-                "SELECT count(*) FROM _jobctl_data d JOIN {t} t ON {match}"
-                " WHERE t.removed_at IS NOT NULL"
-            ).format(t=table.ident(), match=dmatch)
+                "CREATE TEMP TABLE _jobctl_winners ON COMMIT DROP AS SELECT DISTINCT ON"
+                " ({pk}) * FROM _jobctl_keys ORDER BY {pk}, ord DESC"
+            ).format(pk=run.pk_list)
         )
-        back = cur.fetchone()
-        stats.restored = int(back[0]) if back else 0
-        cur.execute(
-            sql.SQL(
-                "WITH up AS (INSERT INTO {t} AS t ({pk}, hash, data)"
-                " SELECT {pk}, hash, data FROM _jobctl_data"
-                " ON CONFLICT ({pk}) DO UPDATE SET data = EXCLUDED.data, hash = EXCLUDED.hash,"
-                " updated_at = now(), last_seen_at = now(), removed_at = NULL"
-                " RETURNING (xmax = 0) AS inserted)"
-                " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
-                " FROM up"
-            ).format(t=table.ident(), pk=pk_list)
-        )
-        result = cur.fetchone()
-        assert result is not None
-        stats.new = int(result[0])
-        stats.updated = int(result[1]) - stats.restored
-    where, params = _partition_filter(table, partition)
-    stats.unchanged = stats.distinct - stats.new - stats.updated - stats.restored
-    if complete:
-        kmatch = sql.SQL(" AND ").join(sql.SQL("k.{c} = t.{c}").format(c=c) for c in pk)
-        cur.execute(
-            # last_seen_at: the previous sync saw it (unchanged rows were not rewritten).
-            sql.SQL(
-                "UPDATE {t} t SET removed_at = now(), updated_at = now(),"
-                " last_seen_at = greatest(t.last_seen_at, %s) WHERE t.removed_at IS NULL"
-            ).format(t=table.ident())
-            + where
-            + sql.SQL(" AND NOT EXISTS (SELECT 1 FROM _jobctl_keys k WHERE {})").format(kmatch),
-            (previous_sync, *params),
-        )
-        stats.removed = cur.rowcount
-    # The next source of the run uses the same transaction and names.
-    cur.execute("DROP TABLE IF EXISTS _jobctl_keys, _jobctl_data, _jobctl_winners")
-    return stats
+        run.winners = "_jobctl_winners"
+    # Fresh statistics: without them the planner guesses the temp table's size and
+    # may pick a nested loop over the whole target.
+    cur.execute(f"ANALYZE {run.winners}")
+    wanted = run.wanted = bytearray((stats.staged >> 3) + 1)
+    changed = 0
+    with cur.copy(
+        sql.SQL(
+            "COPY (SELECT w.ord FROM {w} w LEFT JOIN {t} t ON {match}"
+            # new, changed, or back after being removed (sent and upserted too)
+            " WHERE w.hash IS NOT NULL AND (t.hash IS DISTINCT FROM w.hash"
+            " OR t.removed_at IS NOT NULL)) TO STDOUT"
+        ).format(w=sql.Identifier(run.winners), t=run.table.ident(), match=run.match("t", "w"))
+    ) as copy:
+        for chunk in copy:
+            for number in bytes(chunk).split():
+                ordinal = int(number)
+                wanted[ordinal >> 3] |= 1 << (ordinal & 7)
+                changed += 1
+    stats.sent = changed
+
+
+def _send_changed(run: _Resync) -> None:
+    """COPY the full rows of the wanted ordinals from the spool into ``_jobctl_data``."""
+    cur = run.cur
+    with cur.copy(
+        sql.SQL("COPY _jobctl_data ({}, hash, data) FROM STDIN").format(run.pk_list),
+        writer=BoundedWriter(cur),
+    ) as copy:
+        out = Copier(copy)
+        for line in run.spool.selected(run.wanted):
+            out.add(line)
+        out.flush()
+
+
+def _merge_changed(run: _Resync) -> None:
+    """Upsert the sent rows; count new, updated and restored from the statements.
+
+    Restored rows (removed, now in the feed again) are counted before the upsert
+    clears their ``removed_at``; the upsert's own count of conflicts includes them,
+    so ``updated`` is what remains: active rows whose data changed.
+    """
+    cur, stats, t = run.cur, run.stats, run.table.ident()
+    cur.execute(
+        sql.SQL(
+            "SELECT count(*) FROM _jobctl_data d JOIN {t} t ON {match}"
+            " WHERE t.removed_at IS NOT NULL"
+        ).format(t=t, match=run.match("t", "d"))
+    )
+    back = cur.fetchone()
+    stats.restored = int(back[0]) if back else 0
+    cur.execute(
+        sql.SQL(
+            "WITH up AS (INSERT INTO {t} AS t ({pk}, hash, data)"
+            " SELECT {pk}, hash, data FROM _jobctl_data"
+            " ON CONFLICT ({pk}) DO UPDATE SET data = EXCLUDED.data, hash = EXCLUDED.hash,"
+            " updated_at = now(), last_seen_at = now(), removed_at = NULL"
+            " RETURNING (xmax = 0) AS inserted)"
+            " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
+            " FROM up"
+        ).format(t=t, pk=run.pk_list)
+    )
+    result = cur.fetchone()
+    assert result is not None
+    stats.new = int(result[0])
+    stats.updated = int(result[1]) - stats.restored
+
+
+def _mark_removed(run: _Resync, partition: str) -> None:
+    """A complete feed: set ``removed_at`` on the partition's active rows it lacks.
+
+    Every staged key counts as present, bad records' keys included (a record that
+    failed to parse is not a record that left the feed).
+    """
+    where, params = _partition_filter(run.table, partition)
+    run.cur.execute(
+        # last_seen_at: the previous sync saw it (unchanged rows were not rewritten).
+        sql.SQL(
+            "UPDATE {t} t SET removed_at = now(), updated_at = now(),"
+            " last_seen_at = greatest(t.last_seen_at, %s) WHERE t.removed_at IS NULL"
+        ).format(t=run.table.ident())
+        + where
+        + sql.SQL(" AND NOT EXISTS (SELECT 1 FROM _jobctl_keys k WHERE {})").format(
+            run.match("k", "t")
+        ),
+        (run.previous_sync, *params),
+    )
+    run.stats.removed = run.cur.rowcount

@@ -22,8 +22,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from jobctl import __version__
+from jobctl.db.errors import translate
 from jobctl.db.locks import HELD_SQL, NAMESPACE
-from jobctl.errors import DatabaseError
 from jobctl.jobspec import RunStatus, Trigger
 
 if TYPE_CHECKING:
@@ -384,4 +384,4 @@ def fence(conn: Connection | psycopg.Connection[Any], run_id: int) -> bool:
             return conn.execute(statement).rowcount == 1
         return conn.exec_driver_sql(statement).rowcount == 1
     except (psycopg.Error, DBAPIError) as exc:
-        raise DatabaseError(f"cannot check the run's lock before commit: {exc}") from exc
+        raise translate(exc, "cannot check the run's lock before commit") from exc

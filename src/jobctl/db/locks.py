@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 
 from jobctl.db.engine import Database
-from jobctl.errors import DatabaseError
+from jobctl.db.errors import translate
 
 log = logging.getLogger("jobctl.lock")
 
@@ -100,7 +100,7 @@ class JobLock:
                 return False
         except psycopg.Error as exc:
             self.close()
-            raise DatabaseError(f"could not take the lock of job {self.job!r}: {exc}") from exc
+            raise translate(exc, f"could not take the lock of job {self.job!r}") from exc
 
     def acquire(self, wait: timedelta | None = None, *, poll: float = 0.25) -> bool:
         """Try once, or (``wait`` given) keep trying until it is free or time runs out."""

@@ -20,7 +20,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import set_json_loads
 
-from jobctl.db.engine import Database, _first_line
+from jobctl.db.engine import Database
+from jobctl.db.errors import translate_source
 from jobctl.errors import DatabaseUnreachable, SourceError
 
 __all__ = ["ITERSIZE", "stream_query"]
@@ -32,11 +33,8 @@ ITERSIZE = 2000
 
 def _failed(exc: psycopg.Error) -> SourceError:
     # A lost connection or a statement_timeout may pass on a retry; a syntax error,
-    # a missing table or a refused write will not.
-    return SourceError(
-        f"the query failed: {_first_line(exc) or type(exc).__name__}",
-        transient=isinstance(exc, psycopg.OperationalError),
-    )
+    # a missing table or a refused write will not (translate_source tells which).
+    return translate_source(exc, "the query failed")
 
 
 @contextmanager

@@ -19,7 +19,8 @@ import psycopg
 from psycopg import sql
 
 from jobctl.db.engine import Database
-from jobctl.errors import DatabaseError, UsageError
+from jobctl.db.errors import translate
+from jobctl.errors import UsageError
 from jobctl.periods import Period
 
 _PARAM = re.compile(r"(?<![:\w]):(period_start|period_end|period_type)\b")
@@ -124,8 +125,7 @@ def snapshot_transaction(db: Database, *, dry_run: bool = False) -> Iterator[Sna
             if not dry_run:
                 db.check_before_commit(conn)  # the run's fence: commit only while locked
     except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseError(f"snapshot failed in the database: {first}") from exc
+        raise translate(exc, "snapshot failed in the database") from exc
 
 
 def replace_period(
@@ -216,6 +216,5 @@ def replace_period(
             f"its key columns {list(key)} must be unique per period"
         ) from exc
     except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseError(f"snapshot into {table!r} for {period} failed: {first}") from exc
+        raise translate(exc, f"snapshot into {table!r} for {period} failed") from exc
     return counts

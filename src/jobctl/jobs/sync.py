@@ -356,106 +356,153 @@ def _file_digest(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+class _Origin:
+    """What fetching any kind of source starts from: its table, partition and last sync."""
+
+    def __init__(self, ctx: RunContext, source: SourceConfig, day: date) -> None:
+        self.source = source
+        self.table = FeedTable(source.table, source.key, source.date_dependent)
+        self.partition = day.isoformat() if source.date_dependent else ""
+        self.fingerprint = _fingerprint(source)
+        self.previous = read_state(ctx.db, self.table, self.partition)
+        #: The last sync, when its validators and digest can tell this feed unchanged:
+        #: read with the same settings (a changed setting changes the rows), no --force.
+        self.comparable = (
+            self.previous
+            if self.previous is not None
+            and self.previous.fingerprint == self.fingerprint
+            and not ctx.force
+            else None
+        )
+        self.info: dict[str, Any] = {"table": source.table, "date": day.isoformat()}
+        self.run_id = ctx.run_id
+
+    def update(
+        self,
+        *,
+        content_sha256: str | None = None,
+        content_bytes: int | None = None,
+        etag: str | None = None,
+        last_modified: str | None = None,
+    ) -> StateUpdate:
+        """The feed state this sync will record, with what the fetch learnt of the feed."""
+        return StateUpdate(
+            source=self.source.name,
+            run_id=self.run_id,
+            fingerprint=self.fingerprint,
+            content_sha256=content_sha256,
+            content_bytes=content_bytes,
+            etag=etag,
+            last_modified=last_modified,
+        )
+
+    def fetched(self, update: StateUpdate, path: Path | None = None) -> _Fetched:
+        """``path`` ready to apply, or known unchanged when its digest is the last sync's."""
+        last = self.comparable
+        if (
+            last is not None
+            and update.content_sha256
+            and last.content_sha256 == update.content_sha256
+        ):
+            return self.unchanged(update, "same content as the last sync (sha256)")
+        return _Fetched(self.source, self.table, self.partition, update, self.info, path)
+
+    def unchanged(self, update: StateUpdate, why: str) -> _Fetched:
+        return _Fetched(self.source, self.table, self.partition, update, self.info, unchanged=why)
+
+
 def _fetch(ctx: RunContext, source: SourceConfig, day: date, location: str, tmp: Path) -> _Fetched:
-    table = FeedTable(source.table, source.key, source.date_dependent)
-    partition = day.isoformat() if source.date_dependent else ""
-    fingerprint = _fingerprint(source)
-    previous = read_state(ctx.db, table, partition)
-    same_settings = previous is not None and previous.fingerprint == fingerprint
-    info: dict[str, Any] = {"table": source.table, "date": day.isoformat()}
-
-    def fetched(path: Path | None = None, unchanged: str | None = None) -> _Fetched:
-        return _Fetched(source, table, partition, update, info, path, unchanged)
-
-    update = StateUpdate(source=source.name, run_id=ctx.run_id, fingerprint=fingerprint)
+    """Get a source ready to apply: download it, find its file, or (a query) plan it."""
+    origin = _Origin(ctx, source, day)
     if source.query is not None:
         # Read while it is applied (streamed into the merge): a query has no digest or
         # validator telling it unchanged; the merge counts the unchanged rows.
-        info["query"] = location
-        return _Fetched(source, table, partition, update, info, day=day)
+        origin.info["query"] = location
+        return _Fetched(
+            source, origin.table, origin.partition, origin.update(), origin.info, day=day
+        )
     if location.startswith(("http://", "https://")):
-        from jobctl.sources.http import ErrorAnswer, FetchFailed, download
+        return _download(ctx, origin, location, tmp)
+    return _local_file(origin, location)
 
-        headers = dict(source.headers)
-        if source.token:
-            headers.setdefault("Authorization", f"Bearer {source.token}")
-        use_validators = source.conditional and same_settings and not ctx.force
-        ctx.log.info("%s: downloading", source.name)
-        if ctx.progress is not None:
-            ctx.progress(source.name, 0, phase="downloading")
-        try:
-            result = download(
-                location,
-                tmp / f"{source.name}.feed",
-                headers=headers,
-                timeout=source.timeout.total_seconds(),
-                connect_timeout=source.connect_timeout.total_seconds(),
-                retries=source.retries,
-                backoff=source.backoff.total_seconds(),
-                etag=previous.etag if use_validators and previous else None,
-                last_modified=previous.last_modified if use_validators and previous else None,
-                check_body=_answer_check(source),
-                retry_check_failures=source.retry_on_error_body,
-            )
-        except FetchFailed as exc:
-            # the run row says how many requests a failed fetch made (README: Retries)
-            info["requests"] = exc.requests
-            ctx.stats.setdefault("sources", {})[source.name] = info
-            if isinstance(exc, ErrorAnswer):
-                raise SourceError(f"source {source.name}: {exc}", transient=exc.transient) from exc
-            raise
-        info.update(http_status=result.status, bytes=result.bytes, requests=result.requests)
-        update = StateUpdate(
-            source=source.name,
-            run_id=ctx.run_id,
-            fingerprint=fingerprint,
-            content_sha256=result.sha256 or (previous.content_sha256 if previous else None),
-            content_bytes=result.bytes,
-            etag=result.etag,
-            last_modified=result.last_modified,
+
+def _download(ctx: RunContext, origin: _Origin, url: str, tmp: Path) -> _Fetched:
+    """The HTTP half: download into ``tmp``, conditionally when the last sync allows it.
+
+    The download takes the body's digest as it writes it, so an unchanged body is
+    recognised without a second pass over the file.
+    """
+    from jobctl.sources.http import ErrorAnswer, FetchFailed, download
+
+    source, info = origin.source, origin.info
+    headers = dict(source.headers)
+    if source.token:
+        headers.setdefault("Authorization", f"Bearer {source.token}")
+    # If-None-Match / If-Modified-Since only for a feed read with the same settings.
+    last = origin.comparable if source.conditional else None
+    ctx.log.info("%s: downloading", source.name)
+    if ctx.progress is not None:
+        ctx.progress(source.name, 0, phase="downloading")
+    try:
+        result = download(
+            url,
+            tmp / f"{source.name}.feed",
+            headers=headers,
+            timeout=source.timeout.total_seconds(),
+            connect_timeout=source.connect_timeout.total_seconds(),
+            retries=source.retries,
+            backoff=source.backoff.total_seconds(),
+            etag=last.etag if last else None,
+            last_modified=last.last_modified if last else None,
+            check_body=_answer_check(source),
+            retry_check_failures=source.retry_on_error_body,
         )
-        if result.not_modified:
-            return fetched(unchanged="HTTP 304 Not Modified")
-        assert result.path is not None
-        path = result.path
-    else:
-        path = Path(location)
-        if not path.is_file():
-            raise JobError(f"{source.name}: feed file {location!r} does not exist")
-        check_answer = _answer_check(source)
-        answer = check_answer(path) if check_answer is not None else None
-        if answer is not None:
-            raise SourceError(
-                f"source {source.name}: the API answered an error: "
-                f"{answer or '(no message in the answer)'}",
-                transient=False,
-            )
-        size = path.stat().st_size
-        # A separate digest pass only when the feed may be unchanged (same size);
-        # otherwise the digest is taken while the file is parsed.
-        maybe_same = (
-            same_settings
-            and previous is not None
-            and not ctx.force
-            and previous.content_bytes == size
+    except FetchFailed as exc:
+        # the run row says how many requests a failed fetch made (README: Retries)
+        info["requests"] = exc.requests
+        ctx.stats.setdefault("sources", {})[source.name] = info
+        if isinstance(exc, ErrorAnswer):
+            raise SourceError(f"source {source.name}: {exc}", transient=exc.transient) from exc
+        raise
+    info.update(http_status=result.status, bytes=result.bytes, requests=result.requests)
+    previous = origin.previous
+    update = origin.update(
+        # A 304 has no body to digest: the stored content is the last one.
+        content_sha256=result.sha256 or (previous.content_sha256 if previous else None),
+        content_bytes=result.bytes,
+        etag=result.etag,
+        last_modified=result.last_modified,
+    )
+    if result.not_modified:
+        return origin.unchanged(update, "HTTP 304 Not Modified")
+    assert result.path is not None
+    return origin.fetched(update, result.path)
+
+
+def _local_file(origin: _Origin, location: str) -> _Fetched:
+    """The file half: a local feed file, checked for an API's error answer."""
+    source = origin.source
+    path = Path(location)
+    if not path.is_file():
+        raise JobError(f"{source.name}: feed file {location!r} does not exist")
+    check_answer = _answer_check(source)
+    answer = check_answer(path) if check_answer is not None else None
+    if answer is not None:
+        raise SourceError(
+            f"source {source.name}: the API answered an error: "
+            f"{answer or '(no message in the answer)'}",
+            transient=False,
         )
-        update = StateUpdate(
-            source=source.name,
-            run_id=ctx.run_id,
-            fingerprint=fingerprint,
-            content_sha256=_file_digest(path)[0] if maybe_same else None,
-            content_bytes=size,
-        )
-        info["bytes"] = size
-    if (
-        same_settings
-        and previous is not None
-        and not ctx.force
-        and update.content_sha256
-        and previous.content_sha256 == update.content_sha256
-    ):
-        return fetched(unchanged="same content as the last sync (sha256)")
-    return fetched(path)
+    size = path.stat().st_size
+    # A separate digest pass only when the feed may be unchanged (same size);
+    # otherwise the digest is taken while the file is parsed.
+    last = origin.comparable
+    maybe_same = last is not None and last.content_bytes == size
+    update = origin.update(
+        content_sha256=_file_digest(path)[0] if maybe_same else None, content_bytes=size
+    )
+    origin.info["bytes"] = size
+    return origin.fetched(update, path)
 
 
 def _unchanged(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""HTTP(S) side of ``jobctl sync``: download a feed to a file, or fetch one small JSON object.
+"""HTTP(S) side of ``jobctl sync``: download a feed to a file.
 
 This is the only module of jobctl that imports httpx; every httpx exception is translated
 here into :class:`~jobctl.errors.SourceError` (``transient`` says whether a later run may
-succeed) or :class:`~jobctl.errors.DocumentError`, with ``raise ... from exc``.
+succeed), with ``raise ... from exc``.
 
 Retry policy (per call, inside one attempt of a jobctl run):
 
@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import hashlib
-import io
 import logging
 import os
 import time
@@ -41,11 +40,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 import httpx
-import orjson
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -55,16 +53,14 @@ from tenacity import (
 )
 
 from jobctl import __version__
-from jobctl.errors import DocumentError, SourceError, UsageError
+from jobctl.errors import SourceError, UsageError
 from jobctl.redact import is_secret_name, redact_text, redact_url
 
 __all__ = [
-    "FETCH_JSON_MAX_BYTES",
     "DownloadResult",
     "ErrorAnswer",
     "FetchFailed",
     "download",
-    "fetch_json",
 ]
 
 log = logging.getLogger("jobctl.sources")
@@ -72,7 +68,6 @@ log = logging.getLogger("jobctl.sources")
 T = TypeVar("T")
 
 CHUNK_SIZE = 1 << 20
-FETCH_JSON_MAX_BYTES = 50 * 1024 * 1024
 USER_AGENT = f"jobctl/{__version__}"
 
 
@@ -507,70 +502,3 @@ def download(
         return DownloadResult(None, True, 304, new_etag, new_lm, 0, attempts, "")
     log.info("GET %s: HTTP %d, %d bytes (attempts=%d)", shown, status, size, attempts)
     return DownloadResult(dest, False, status, new_etag, new_lm, size, attempts, sha)
-
-
-def fetch_json(
-    url: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 60.0,
-    connect_timeout: float = 10.0,
-    retries: int = 3,
-    backoff: float = 1.0,
-    max_backoff: float = 60.0,
-    max_bytes: int = FETCH_JSON_MAX_BYTES,
-    client: httpx.Client | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Any:
-    """GET a single JSON document (an analytics API's answer) with :func:`download`'s retries.
-
-    The body is read into memory up to ``max_bytes`` (default 50 MB; beyond that
-    ``SourceError(transient=False)`` — use :func:`download` and a streamed format).
-    A body that is not JSON raises :class:`DocumentError`.
-    """
-    _check_params(retries, backoff, max_backoff, timeout)
-    shown = redact_url(url)
-    secrets = _secrets_of(url, headers)
-    req_headers: dict[str, str] = {"Accept": "application/json"}
-    req_headers.update(headers or {})
-    tmo = _timeout(timeout, connect_timeout)
-
-    def consume(resp: httpx.Response) -> bytes:
-        if resp.status_code == 304:  # we sent no validators; a broken proxy
-            raise SourceError(f"unexpected 304 from {shown}", transient=False)
-        buf = io.BytesIO()
-        for chunk in resp.iter_bytes(CHUNK_SIZE):
-            buf.write(chunk)
-            if buf.tell() > max_bytes:
-                raise SourceError(
-                    f"response from {shown} exceeds {max_bytes} bytes; "
-                    "download it to a file and parse it as a stream instead",
-                    transient=False,
-                )
-        return buf.getvalue()
-
-    def attempt_once(n: int) -> bytes:
-        log.debug("GET %s (attempt %d)", shown, n)
-        return _stream_request(active, url, req_headers, tmo, shown, secrets, consume)
-
-    active = client if client is not None else _make_client(timeout, connect_timeout)
-    try:
-        body, attempts = _run_with_retries(
-            attempt_once,
-            shown_url=shown,
-            retries=retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            sleep=sleep,
-        )
-    finally:
-        if client is None:
-            active.close()
-    log.info("GET %s: %d bytes of JSON (attempts=%d)", shown, len(body), attempts)
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        reason = redact_text(exc.msg, secrets)
-        raise DocumentError(
-            f"response from {shown} is not valid JSON near byte {exc.pos}: {reason}"
-        ) from exc
