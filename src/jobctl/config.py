@@ -53,7 +53,6 @@ from jobctl.durations import shown
 from jobctl.errors import ConfigError, UsageError
 
 __all__ = [
-    "BUILTIN_JOBS",
     "ENVIRONMENT",
     "MAX_LOG_TAIL_LINES",
     "MAX_RETRIES",
@@ -66,8 +65,6 @@ __all__ = [
     "load_settings",
     "terminal_forced",
 ]
-
-BUILTIN_JOBS = ("sync", "snapshot", "backfill", "cleanup", "report")
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -394,8 +391,10 @@ def _load_settings(
     if file.jobs is not None and not isinstance(file.jobs, dict):
         raise ConfigError("must be a table of [jobs.NAME] tables", key="jobs", origin=origin)
     jobs = {name: job(name, table) for name, table in (file.jobs or {}).items()}
-    # Environment overrides apply to jobs with no table in the file too.
-    for name in BUILTIN_JOBS:
+    # Environment overrides apply to built-in jobs with no table in the file too.
+    from jobctl.registry import BUILTIN_MODULES  # the one list of built-in job names
+
+    for name in BUILTIN_MODULES:
         if name not in jobs and any(k.startswith(f"JOBCTL_{name.upper()}_") for k in env):
             jobs[name] = job(name, {})
     return Settings(

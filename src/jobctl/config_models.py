@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import date as calendar_date
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, TypeVar
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -230,6 +232,12 @@ class SourceConfig(_Table, frozen=True):
     #: Whether ``jobctl backfill`` re-reads this source per date (reserved: accepted by
     #: the file since the first sync, read by no job yet).
     backfill: bool = True
+
+    def day_at(self, moment: datetime) -> calendar_date:
+        """The date a run at ``moment`` reads by default: ``date`` (today or yesterday)
+        in the source's own zone. The one place this rule is written."""
+        local = moment.astimezone(ZoneInfo(self.timezone)).date()
+        return local - timedelta(days=1) if self.date == "yesterday" else local
 
     @property
     def location(self) -> str:

@@ -199,15 +199,10 @@ def _sync_date(settings: Settings, plan_: BackfillPlan, slot: datetime) -> date 
     in the source's zone); a full-snapshot source with another default date must
     not shift the date a missed daily export is re-read for.
     """
-    from jobctl.jobs.sync import sources_of
+    from jobctl.jobs.sync import common_day, sources_of
 
     sources = sources_of(settings)
-    days = set()
-    for name in plan_.sync_sources:
-        source = sources[name]
-        local = slot.astimezone(ZoneInfo(source.timezone)).date()
-        days.add(local - timedelta(days=1) if source.date == "yesterday" else local)
-    return days.pop() if len(days) == 1 else None
+    return common_day((sources[name] for name in plan_.sync_sources), slot)
 
 
 def run(ctx: RunContext, plan_: BackfillPlan) -> None:

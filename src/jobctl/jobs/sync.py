@@ -18,16 +18,16 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from jobctl.config import Settings
 from jobctl.config_models import SourceConfig
 from jobctl.days import check_over
+from jobctl.db.errors import first_line
 from jobctl.db.feedstore import (
     ApplyStats,
     FeedConnection,
@@ -174,10 +174,8 @@ def _check_url(url: str) -> None:
 
 
 def default_date(source: SourceConfig, ctx: RunContext) -> date:
-    """``today`` or ``yesterday`` in the source's zone, relative to the slot if any."""
-    zone = ZoneInfo(source.timezone)
-    base = (ctx.scheduled_for or datetime.now(UTC)).astimezone(zone).date()
-    return base - timedelta(days=1) if source.date == "yesterday" else base
+    """The source's default date (see ``SourceConfig.day_at``) as of the slot if any."""
+    return source.day_at(ctx.scheduled_for or datetime.now(UTC))
 
 
 def run(ctx: RunContext, plan_: SyncPlan) -> None:
@@ -514,11 +512,9 @@ def _unchanged(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[st
     return item.info
 
 
-def _apply(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[str, Any]:
-    source, table, partition = item.source, item.table, item.partition
-    update, info = item.update, item.info
-    reader = _Reader(source, ctx)
-    started = time.monotonic()
+def _refusal(ctx: RunContext, item: _Fetched, reader: _Reader) -> Callable[..., None]:
+    """What a refused apply records before it raises."""
+    source, info = item.source, item.info
 
     def refused(errors: int, **more: Any) -> None:
         # The failed run still says how many records were read, how many were bad and
@@ -528,6 +524,15 @@ def _apply(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[str, A
             info["error_samples"] = reader.samples[:ERROR_SAMPLES]
         ctx.stats.setdefault("sources", {})[source.name] = info
         ctx.counters.add({"total": reader.total, "errors": errors})
+
+    return refused
+
+
+def _guards(
+    ctx: RunContext, item: _Fetched, reader: _Reader, refused: Callable[..., None]
+) -> Callable[[ApplyStats], None]:
+    """The checks made before the merge commits: error ratio, an empty feed, removals."""
+    source, partition = item.source, item.partition
 
     def check(stats: ApplyStats) -> None:
         errors = reader.errors + stats.duplicates
@@ -570,6 +575,18 @@ def _apply(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[str, A
                 base,
                 f"{source.max_removed_ratio:.0%}",
             )
+
+    return check
+
+
+def _apply(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[str, Any]:
+    source, table, partition = item.source, item.table, item.partition
+    update, info = item.update, item.info
+    reader = _Reader(source, ctx)
+    started = time.monotonic()
+
+    refused = _refusal(ctx, item, reader)
+    check = _guards(ctx, item, reader, refused)
 
     digest = hashlib.sha256() if update.content_sha256 is None and source.query is None else None
 
@@ -807,7 +824,7 @@ def run_checks(ctx: RunContext, source: SourceConfig, partition: str) -> list[di
             )
             entry["ok"] = ok
         except Exception as exc:  # a broken check must not fail a good sync
-            entry.update(ok=False, error=str(exc).strip().splitlines()[0][:300])
+            entry.update(ok=False, error=first_line(exc)[:300])
         if not entry["ok"]:
             ctx.log.warning(
                 "%s: check %r failed: value %s (min %s, max %s)%s",
@@ -823,15 +840,17 @@ def run_checks(ctx: RunContext, source: SourceConfig, partition: str) -> list[di
     return results
 
 
+def common_day(sources: Iterable[SourceConfig], moment: datetime) -> date | None:
+    """The default date of every one of ``sources`` at ``moment``, if they agree."""
+    days = {source.day_at(moment) for source in sources}
+    return days.pop() if len(days) == 1 else None
+
+
 def served_date(settings: Settings, slot: datetime) -> date | None:
     """The date a tick works on, when every source agrees on it (else None)."""
-    days = set()
     sources = list(sources_of(settings).values())
     dated = [s for s in sources if s.date_dependent]
-    for source in dated or sources:
-        day = slot.astimezone(ZoneInfo(source.timezone)).date()
-        days.add(day - timedelta(days=1) if source.date == "yesterday" else day)
-    return days.pop() if len(days) == 1 else None
+    return common_day(dated or sources, slot)
 
 
 SPEC = JobSpec(
