@@ -14,7 +14,7 @@ light (the standard library and ``jobctl.errors`` only; ``tests/test_startup.py`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -83,6 +83,22 @@ class NoPlan:
     """The plan of a job that has none: a user's ``@jobctl.job`` function."""
 
     params: Mapping[str, str] = field(default_factory=dict)
+
+
+def stored_params(**values: str | Sequence[str] | bool | None) -> dict[str, str]:
+    """The params a plan stores with its run: only the arguments given (not None, empty
+    or False), a list comma-joined, True as ``"true"``."""
+    params: dict[str, str] = {}
+    for name, value in values.items():
+        if not value:
+            continue
+        if value is True:
+            params[name] = "true"
+        elif isinstance(value, str):
+            params[name] = value
+        elif not isinstance(value, bool):
+            params[name] = ",".join(value)
+    return params
 
 
 A = TypeVar("A")
@@ -204,5 +220,6 @@ __all__ = [
     "RunStatus",
     "StartChild",
     "Trigger",
+    "stored_params",
     "user_job_spec",
 ]

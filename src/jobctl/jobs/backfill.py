@@ -26,7 +26,16 @@ from jobctl.context import RunContext
 from jobctl.days import check_over
 from jobctl.durations import parse_date
 from jobctl.errors import ExitCode, JobError, RunCancelled, UsageError
-from jobctl.jobspec import ChildRequest, JobSpec, Plan, Planning, RunOutcome, RunStatus, Trigger
+from jobctl.jobspec import (
+    ChildRequest,
+    JobSpec,
+    Plan,
+    Planning,
+    RunOutcome,
+    RunStatus,
+    Trigger,
+    stored_params,
+)
 
 CHILD_LOCK_WAIT = timedelta(hours=6)
 
@@ -155,9 +164,9 @@ def plan_args(settings: Settings, args: BackfillArgs, planning: Planning) -> Bac
         continue_on_error=args.continue_on_error,
         now=planning.now,
     )
-    params = {"from": args.start, "to": args.end, "jobs": ",".join(planned.jobs)}
-    if args.missing:
-        params["missing"] = "true"
+    params = stored_params(
+        **{"from": args.start}, to=args.end, jobs=planned.jobs, missing=args.missing
+    )
     return replace(planned, params=params)
 
 

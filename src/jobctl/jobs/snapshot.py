@@ -34,7 +34,7 @@ from jobctl.days import check_over, last_ended
 from jobctl.db.snapshots import replace_period, snapshot_transaction
 from jobctl.durations import parse_date
 from jobctl.errors import JobError, UsageError
-from jobctl.jobspec import JobSpec, Planning
+from jobctl.jobspec import JobSpec, Planning, stored_params
 from jobctl.periods import (
     PERIOD_TYPES,
     Period,
@@ -107,13 +107,7 @@ def plan_args(settings: Settings, args: SnapshotArgs, planning: Planning) -> Sna
         force=planning.force,
         now=planning.now,
     )
-    params = {}
-    if args.on_date:
-        params["date"] = args.on_date
-    if args.sets:
-        params["sets"] = ",".join(args.sets)
-    if args.periods:
-        params["periods"] = ",".join(args.periods)
+    params = stored_params(date=args.on_date, sets=args.sets, periods=args.periods)
     return replace(planned, params=params)
 
 

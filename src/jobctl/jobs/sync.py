@@ -40,7 +40,7 @@ from jobctl.db.feedstore import (
 )
 from jobctl.durations import parse_date
 from jobctl.errors import DocumentError, JobError, SourceError, UsageError
-from jobctl.jobspec import JobSpec, Planning
+from jobctl.jobspec import JobSpec, Planning, stored_params
 from jobctl.sources.parse import Item, error_answer, iter_records, open_source
 from jobctl.sources.records import (
     BadRecord,
@@ -148,13 +148,7 @@ def plan_args(settings: Settings, args: SyncArgs, planning: Planning) -> SyncPla
         force=planning.force,
         now=planning.now,
     )
-    params = {}
-    if args.on_date:
-        params["date"] = args.on_date
-    if args.sources:
-        params["sources"] = ",".join(args.sources)
-    if planning.dry_run:
-        params["dry_run"] = "true"
+    params = stored_params(date=args.on_date, sources=args.sources, dry_run=planning.dry_run)
     return replace(planned, params=params)
 
 
