@@ -29,6 +29,7 @@ from jobctl.config_models import (
     BackfillConfig,
     Channel,
     Check,
+    CleanupPolicy,
     ConfigFile,
     Flavour,
     JobConfig,
@@ -38,6 +39,7 @@ from jobctl.config_models import (
     SourceConfig,
     convert,
     parse_channels,
+    parse_cleanup_policies,
     parse_snapshot_sets,
     parse_sources,
 )
@@ -93,6 +95,8 @@ class Settings:
     snapshots: Mapping[str, SnapshotSet] = field(default_factory=dict)
     backfill: BackfillConfig = field(default_factory=BackfillConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    #: The operator's ``[cleanup.NAME]`` retention policies (the built-in ones: ``retention``).
+    cleanup: Mapping[str, CleanupPolicy] = field(default_factory=dict)
     report: ReportConfig = field(default_factory=ReportConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     channels: Mapping[str, Channel] = field(default_factory=dict)
@@ -416,6 +420,7 @@ def _load_settings(
         snapshots=parse_snapshot_sets(file.snapshots, origin=origin, default_tz=file.timezone),
         backfill=file.backfill,
         retention=file.retention,
+        cleanup=parse_cleanup_policies(file.cleanup, origin=origin),
         report=file.report,
         alerts=file.alerts,
         channels=parse_channels(file.channels, origin=origin),

@@ -26,6 +26,7 @@ from jobctl.config_types import (
     KEY_FIELDS_NEEDED,
     BackfillJobs,
     Blame,
+    ColumnName,
     Count,
     DatabaseUrl,
     Duration,
@@ -363,6 +364,15 @@ def _named_tables(raw: Any, section: str, origin: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- snapshots
 
 
+class SetRetention(_Table, frozen=True):
+    """``retention = { day = "90d", week = "730d", month = "1826d" }`` in a
+    ``[snapshots.NAME]`` table (None: the ``[retention.snapshots]`` duration)."""
+
+    day: PositiveDuration | None = None
+    week: PositiveDuration | None = None
+    month: PositiveDuration | None = None
+
+
 class SnapshotSet(_Table, frozen=True):
     """A ``[snapshots.NAME]`` table: a query per period, upserted into ``table``."""
 
@@ -377,6 +387,8 @@ class SnapshotSet(_Table, frozen=True):
     requires_sync: bool = False
     timezone: Zone = "UTC"
     description: String = ""
+    #: This set's keep durations per period; a period not named keeps ``[retention.snapshots]``.
+    retention: SetRetention = SetRetention()
 
 
 def parse_snapshot_set(name: str, table: Any, origin: str, default_tz: str) -> SnapshotSet:
@@ -408,30 +420,65 @@ class BackfillConfig(_Table, frozen=True):
 
 
 class SnapshotRetention(_Table, frozen=True):
-    """How long each period's snapshot rows are kept (SPEC: cleanup)."""
+    """``[retention.snapshots]``: how long each period's snapshot rows are kept, for every
+    set that does not say otherwise (SPEC: cleanup)."""
 
     day: PositiveDuration = timedelta(days=90)
     week: PositiveDuration = timedelta(days=730)
     month: PositiveDuration = timedelta(days=1826)
 
 
-class RetentionPolicy(_Table, frozen=True):
-    """``[[retention.policies]]``: delete a table's rows older than ``keep``."""
-
-    table: TableName
-    column: Text
-    keep: PositiveDuration
-    #: An extra SQL condition on the rows to delete.
-    where: Text | None = None
-
-
 class RetentionConfig(_Table, frozen=True):
-    """``[retention]``: the built-in policies' durations and the operator's own."""
+    """``[retention]``: the keep durations of the built-in cleanup policies (jobctl's own
+    runs, finished one-off schedules, snapshot rows); the operator's own policies are
+    ``[cleanup.NAME]`` tables."""
 
     runs: PositiveDuration = timedelta(days=180)
     schedules: PositiveDuration = timedelta(days=30)
     snapshots: SnapshotRetention = SnapshotRetention()
-    policies: tuple[RetentionPolicy, ...] = ()
+
+
+#: Cleanup policy names jobctl's built-in policies take (``snapshots.SET`` too: a
+#: ``[cleanup.NAME]`` name has no dot, so it can never be one of those).
+BUILTIN_POLICIES = ("runs", "schedules")
+DEFAULT_BATCH_SIZE = 10_000
+
+
+class CleanupPolicy(_Table, frozen=True):
+    """A ``[cleanup.NAME]`` table: delete ``table``'s rows whose ``column`` is older than
+    ``keep`` (and that match ``where``), ``batch_size`` rows per transaction.
+
+    ``table`` and ``column`` are identifiers (checked here, quoted in every statement);
+    ``where`` is the operator's own SQL, trusted like the rest of the file.
+    """
+
+    not_in_file = ("name",)
+    name: str
+    table: TableName
+    column: ColumnName
+    keep: PositiveDuration
+    #: An extra SQL condition ANDed to the age test (the operator's SQL, as written).
+    where: Text | None = None
+    batch_size: PositiveCount = DEFAULT_BATCH_SIZE
+    description: String = ""
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^[A-Za-z0-9_-]+$", self.name):
+            raise FieldError("", "cleanup policy names may hold letters, digits, '_' and '-' only")
+        if self.name in BUILTIN_POLICIES:
+            raise FieldError(
+                "",
+                f"{self.name!r} is a built-in policy: set its keep duration in [retention]",
+            )
+
+
+def parse_cleanup_policies(raw: Any, *, origin: str) -> dict[str, CleanupPolicy]:
+    """The ``[cleanup.NAME]`` tables (``raw``: the ``cleanup`` table, or None)."""
+    tables = _named_tables(raw, "cleanup", origin)
+    return {
+        n: convert(CleanupPolicy, t, prefix=f"cleanup.{n}", origin=origin, defaults={"name": n})
+        for n, t in tables.items()
+    }
 
 
 class ReportSection(_Table, frozen=True):
@@ -502,3 +549,4 @@ class ConfigFile(_Table, frozen=True):
     channels: Any = None
     checks: tuple[Check, ...] = ()
     backfill: BackfillConfig = BackfillConfig()
+    cleanup: Any = None

@@ -267,6 +267,16 @@ def _table_name(value: object) -> str:
     return value
 
 
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def _column_name(value: object) -> str:
+    """A column name: one identifier (quoted in every statement, never pasted)."""
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise ValueError(f"{shown(value)} is not a column name (letters, digits, _)")
+    return value
+
+
 KEY_FIELDS_NEEDED = (
     'must name one or more key fields, e.g. key = ["id"] (key = [] only for a '
     "source whose location depends on {date}, or whose query binds :date: then the "
@@ -396,6 +406,7 @@ if TYPE_CHECKING:
     SourceDatabaseUrl = str
     Params = Mapping[str, str]
     TableName = str
+    ColumnName = str
     KeyFields = tuple[str, ...]
     KeyColumns = tuple[str, ...]
     StrTable = Mapping[str, str]
@@ -427,6 +438,7 @@ else:
     SourceDatabaseUrl = _custom("SourceDatabaseUrl", str, _source_database_url)
     Params = _custom("Params", dict, _params)
     TableName = _custom("TableName", str, _table_name)
+    ColumnName = _custom("ColumnName", str, _column_name)
     KeyFields = _custom("KeyFields", tuple, _key_fields)
     KeyColumns = _custom("KeyColumns", tuple, _key_columns)
     StrTable = _custom("StrTable", dict, _str_table)

@@ -115,6 +115,19 @@ class RunContext:
         with self.transaction() as conn:
             return missing(conn, self.settings, jobs.get(job), self.settings.job(job), start, end)
 
+    def delete_old_runs(self, cutoff: datetime, limit: int) -> tuple[int, int]:
+        """Delete up to ``limit`` finished top-level runs started before ``cutoff``, with
+        their children (cleanup's ``runs`` policy), in one fenced transaction: (top-level
+        runs, rows with their children). Never a ``running`` row."""
+        with self.transaction() as conn:
+            return ledger.delete_old_runs(conn, cutoff, limit)
+
+    def old_runs(self, cutoff: datetime) -> tuple[int, int, datetime | None]:
+        """What :meth:`delete_old_runs` would delete: (top-level runs, rows with their
+        children, the oldest ``started_at`` kept)."""
+        with self.transaction() as conn:
+            return ledger.old_runs(conn, cutoff)
+
     @property
     def slot_date(self) -> date | None:
         """The slot's calendar date in the job's time zone (for date-based jobs)."""

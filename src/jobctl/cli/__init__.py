@@ -50,6 +50,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "snapshot",
         "Compute snapshot sets for day / week / month periods (re-running replaces a period).",
     ),
+    "cleanup": (
+        "cleanup",
+        "Delete rows older than each retention policy keeps, in bounded batches.",
+    ),
     "run": (
         "jobs",
         "Run a job registered by your own code, through the runner (lock, ledger, retries).",

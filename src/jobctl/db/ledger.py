@@ -194,6 +194,50 @@ def sweep_abandoned(
     return [int(r[0]) for r in rows]
 
 
+#: The runs cleanup may delete: top-level runs that finished before the cutoff and have
+#: no child still running (a child goes with its parent: ``ON DELETE CASCADE``; a
+#: ``running`` row, live or not yet swept, is never deleted).
+_OLD_RUNS = (
+    "SELECT r.id FROM jobctl.runs r"
+    " WHERE r.parent_id IS NULL AND r.status <> 'running' AND r.started_at < %(cutoff)s"
+    " AND NOT EXISTS (SELECT 1 FROM jobctl.runs c"
+    "   WHERE c.parent_id = r.id AND c.status = 'running')"
+)
+
+
+def delete_old_runs(
+    conn: Connection | psycopg.Connection[Any], cutoff: datetime, limit: int
+) -> tuple[int, int]:
+    """Delete up to ``limit`` old top-level runs (see ``_OLD_RUNS``) with their children:
+    (top-level runs deleted, rows deleted with their children)."""
+    sql = (
+        f"WITH doomed AS ({_OLD_RUNS} ORDER BY r.id LIMIT %(limit)s),"
+        " children AS (DELETE FROM jobctl.runs WHERE parent_id IN (SELECT id FROM doomed)"
+        "   RETURNING 1),"
+        " parents AS (DELETE FROM jobctl.runs WHERE id IN (SELECT id FROM doomed) RETURNING 1)"
+        " SELECT (SELECT count(*) FROM parents), (SELECT count(*) FROM children)"
+    )
+    parents, children = _execute(conn, sql, {"cutoff": cutoff, "limit": limit}).fetchone()
+    return int(parents), int(parents) + int(children)
+
+
+def old_runs(
+    conn: Connection | psycopg.Connection[Any], cutoff: datetime
+) -> tuple[int, int, datetime | None]:
+    """What :func:`delete_old_runs` would delete: (top-level runs, rows with their
+    children, the oldest ``started_at`` kept)."""
+    sql = (
+        f"WITH doomed AS ({_OLD_RUNS})"
+        " SELECT (SELECT count(*) FROM doomed),"
+        " (SELECT count(*) FROM jobctl.runs WHERE id IN (SELECT id FROM doomed)"
+        "   OR parent_id IN (SELECT id FROM doomed)),"
+        " (SELECT min(started_at) FROM jobctl.runs WHERE id NOT IN (SELECT id FROM doomed)"
+        "   AND (parent_id IS NULL OR parent_id NOT IN (SELECT id FROM doomed)))"
+    )
+    top, rows, oldest = _execute(conn, sql, {"cutoff": cutoff}).fetchone()
+    return int(top), int(rows), oldest
+
+
 def lock_holder(conn: Connection | psycopg.Connection[Any], job: str, key: int) -> Holder:
     """The running run whose backend holds the job's lock (best effort)."""
     held = HELD_SQL.format(ns=NAMESPACE, key="%(key)s", pid="r.lock_backend_pid")

@@ -1,0 +1,293 @@
+"""``jobctl cleanup``: delete rows older than each retention policy keeps, in bounded batches.
+
+::
+
+    [cleanup.audit_log]
+    table = "public.audit_log"      # schema.table
+    column = "created_at"           # the timestamp compared with now - keep
+    keep = "90d"
+    where = "level <> 'error'"      # optional, the operator's own SQL, ANDed
+    batch_size = 10000              # rows per delete transaction
+
+    [retention]                     # the built-in policies' keep durations
+    runs = "180d"                   # jobctl.runs: finished runs, children with them
+    schedules = "30d"               # the one-off schedules table, once it exists
+    snapshots = { day = "90d", week = "730d", month = "1826d" }
+
+Built-in policies, after the configured ones: ``runs``, ``schedules`` (skipped while
+its table does not exist) and ``snapshots.SET`` for every snapshot set (its rows
+per period type by ``period_start``; a set's own ``retention = { day = "30d" }``
+overrides ``[retention.snapshots]``; skipped until the set's table is created).
+
+Every batch is its own short transaction through the run context (fenced: it
+commits only while the run holds its lock), so a killed run leaves whole batches
+deleted and nothing half-done. The cutoff is computed once, when the run starts.
+A policy whose table or column is missing fails alone: the others still run, and
+the run ends ``failed`` naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from jobctl.config import Settings
+from jobctl.config_models import DEFAULT_BATCH_SIZE, SnapshotSet
+from jobctl.errors import DatabaseError, DatabaseUnreachable, JobError, LockLost, UsageError
+from jobctl.jobspec import JobSpec, Planning, stored_params
+
+if TYPE_CHECKING:  # the context brings SQLAlchemy: a skipped tick must not import it
+    from jobctl.context import RunContext
+
+#: The table of one-off schedules (``jobctl schedule add``), not created yet: its
+#: policy is skipped until a migration creates it, with these columns.
+SCHEDULES_TABLE = "jobctl.schedules"
+SCHEDULES_COLUMN = "finished_at"
+SCHEDULES_FINISHED = "status <> 'pending'"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One delete pass of a policy: ``table``'s rows with ``column`` older than ``keep``."""
+
+    table: str
+    column: str
+    keep: timedelta
+    #: SQL ANDed to the age test: the operator's (trusted config) or jobctl's own.
+    where: str | None = None
+    #: Compare with the cutoff's date in this zone (a snapshot's ``period_start``).
+    zone: str | None = None
+    #: Names the pass in the stats when a policy has several (a snapshot period type).
+    label: str = ""
+
+    def cutoff(self, now: datetime) -> datetime | date:
+        moment = now - self.keep
+        return moment.astimezone(ZoneInfo(self.zone)).date() if self.zone else moment
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    parts: tuple[Part, ...]
+    batch_size: int = DEFAULT_BATCH_SIZE
+    #: A table jobctl creates later (a snapshot set's, the schedules'): skipped until then.
+    optional: bool = False
+    #: jobctl's own run ledger: deleted through the ledger (children with parents).
+    runs: bool = False
+
+
+@dataclass(frozen=True)
+class CleanupArgs:
+    """``jobctl cleanup``'s own arguments."""
+
+    policies: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class CleanupPlan:
+    policies: tuple[Policy, ...]
+    params: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+
+def _snapshot_policy(snapshot: SnapshotSet, settings: Settings) -> Policy:
+    defaults = settings.retention.snapshots
+    parts = tuple(
+        Part(
+            snapshot.table,
+            "period_start",
+            getattr(snapshot.retention, period) or getattr(defaults, period),
+            # period is one of PERIOD_TYPES (checked at load): jobctl's SQL, not the file's
+            where=f"period_type = '{period}'",
+            zone=snapshot.timezone,
+            label=period,
+        )
+        for period in snapshot.periods
+    )
+    return Policy(f"snapshots.{snapshot.name}", parts, optional=True)
+
+
+def policies(settings: Settings) -> dict[str, Policy]:
+    """Every policy by name: the configured ones, then the built-in ones."""
+    found = {
+        name: Policy(name, (Part(p.table, p.column, p.keep, p.where),), p.batch_size)
+        for name, p in settings.cleanup.items()
+    }
+    retention = settings.retention
+    found["runs"] = Policy("runs", (Part("jobctl.runs", "started_at", retention.runs),), runs=True)
+    schedules = Part(SCHEDULES_TABLE, SCHEDULES_COLUMN, retention.schedules, SCHEDULES_FINISHED)
+    found["schedules"] = Policy("schedules", (schedules,), optional=True)
+    for snapshot in settings.snapshots.values():
+        policy = _snapshot_policy(snapshot, settings)
+        found[policy.name] = policy
+    return found
+
+
+def plan(settings: Settings, args: CleanupArgs, planning: Planning) -> CleanupPlan:
+    """Validate ``--policy`` (UsageError, exit 2, before any run row)."""
+    available = policies(settings)
+    for name in args.policies:
+        if name not in available:
+            raise UsageError(
+                f"unknown cleanup policy {name!r} (configured: {', '.join(available)})"
+            )
+    names = list(dict.fromkeys(args.policies)) or list(available)
+    return CleanupPlan(
+        tuple(available[n] for n in names), stored_params(policies=list(args.policies))
+    )
+
+
+def run(ctx: RunContext, plan_: CleanupPlan) -> None:
+    now = datetime.now(UTC)  # once: every batch of the run deletes against one cutoff
+    results: dict[str, Any] = {}
+    ctx.stats["policies"] = results
+    failed: list[str] = []
+    for policy in plan_.policies:
+        ctx.check_lock()
+        try:
+            results[policy.name] = _apply(ctx, policy, now)
+        except (DatabaseUnreachable, LockLost):
+            raise  # no other policy can run either (and an unreachable server exits 2)
+        except (JobError, DatabaseError) as exc:
+            ctx.log.error("policy %s failed: %s", policy.name, exc)
+            results[policy.name] = {**results.get(policy.name, {}), "error": str(exc)}
+            failed.append(f"{policy.name} ({exc})")
+    if failed:
+        raise JobError(
+            f"cleanup policy failed: {'; '.join(failed)} (the other policies ran)"
+            if len(failed) == 1
+            else f"cleanup policies failed: {'; '.join(failed)} (the other policies ran)"
+        )
+
+
+def _apply(ctx: RunContext, policy: Policy, now: datetime) -> dict[str, Any]:
+    if policy.runs:
+        return _apply_runs(ctx, policy, now)
+    from jobctl.db import retention
+
+    result: dict[str, Any] = {"table": policy.parts[0].table, "deleted": 0, "batches": 0}
+    for part in policy.parts:
+        target = retention.Target(part.table, part.column, part.cutoff(now), part.where)
+        with ctx.transaction() as conn:
+            if policy.optional and not retention.table_exists(conn, part.table):
+                ctx.log.info("policy %s: skipped, table %s does not exist", policy.name, part.table)
+                return {**result, "skipped": f"table {part.table} does not exist"}
+            key = retention.key_columns(conn, target)
+            preview = retention.preview(conn, target) if ctx.dry_run else None
+        if preview is not None:
+            done = _dry(ctx, policy, part, target.cutoff, *preview)
+        else:
+            done = _delete(ctx, policy, part, target, key)
+        _merge(result, part, done)
+    return result
+
+
+def _merge(result: dict[str, Any], part: Part, done: dict[str, Any]) -> None:
+    """One part's numbers into its policy's: flat for one part, per label for several."""
+    summed = ("deleted", "batches", "would_delete")
+    if part.label:
+        result.setdefault("periods", {})[part.label] = done
+    else:
+        result.update({k: v for k, v in done.items() if k not in summed})
+    for key in summed:
+        if key in done:
+            result[key] = result.get(key, 0) + done[key]
+
+
+def _delete(
+    ctx: RunContext, policy: Policy, part: Part, target: Any, key: tuple[str, ...]
+) -> dict[str, Any]:
+    from jobctl.db import retention
+
+    deleted = batches = 0
+    while True:
+        ctx.check_lock()  # between batches; each batch's commit is fenced too
+        with ctx.transaction() as conn:
+            count = retention.delete_batch(conn, target, key, policy.batch_size)
+        batches += 1
+        deleted += count
+        ctx.counters.add({"deleted": count})
+        if count < policy.batch_size:
+            break
+    ctx.log.info(
+        "policy %s: deleted %d rows from %s with %s before %s (%d batches)",
+        _named(policy, part),
+        deleted,
+        part.table,
+        part.column,
+        _text(target.cutoff),
+        batches,
+    )
+    return {"cutoff": _text(target.cutoff), "deleted": deleted, "batches": batches}
+
+
+def _dry(
+    ctx: RunContext, policy: Policy, part: Part, cutoff: datetime | date, rows: int, oldest: Any
+) -> dict[str, Any]:
+    ctx.log.info(
+        "policy %s: would delete %d rows from %s with %s before %s; oldest kept: %s",
+        _named(policy, part),
+        rows,
+        part.table,
+        part.column,
+        _text(cutoff),
+        _text(oldest) if oldest is not None else "none",
+    )
+    return {
+        "cutoff": _text(cutoff),
+        "would_delete": rows,
+        "oldest_kept": _text(oldest) if oldest is not None else None,
+    }
+
+
+def _apply_runs(ctx: RunContext, policy: Policy, now: datetime) -> dict[str, Any]:
+    cutoff = now - policy.parts[0].keep
+    result: dict[str, Any] = {"table": "jobctl.runs", "cutoff": _text(cutoff)}
+    if ctx.dry_run:
+        top, rows, oldest = ctx.old_runs(cutoff)
+        ctx.log.info(
+            "policy runs: would delete %d runs (%d rows with their children) started before"
+            " %s; oldest kept: %s",
+            top,
+            rows,
+            _text(cutoff),
+            _text(oldest) if oldest is not None else "none",
+        )
+        return {**result, "would_delete": rows, "oldest_kept": _text(oldest) if oldest else None}
+    deleted = batches = 0
+    while True:
+        ctx.check_lock()
+        parents, count = ctx.delete_old_runs(cutoff, policy.batch_size)
+        batches += 1
+        deleted += count
+        ctx.counters.add({"deleted": count})
+        if parents < policy.batch_size:
+            break
+    ctx.log.info(
+        "policy runs: deleted %d runs started before %s (%d batches)",
+        deleted,
+        _text(cutoff),
+        batches,
+    )
+    return {**result, "deleted": deleted, "batches": batches}
+
+
+def _named(policy: Policy, part: Part) -> str:
+    return f"{policy.name} ({part.label})" if part.label else policy.name
+
+
+def _text(value: object) -> str:
+    return value.isoformat() if isinstance(value, (datetime, date)) else str(value)
+
+
+SPEC = JobSpec(
+    "cleanup",
+    run,
+    plan,
+    default_args=CleanupArgs(),
+    plan_type=CleanupPlan,
+    description="Delete rows older than the retention policies keep, in bounded batches",
+    builtin=True,
+)
