@@ -49,9 +49,7 @@ def make_app(project: Path, db_url: str) -> Iterator[Callable[[], App]]:
 
 
 def cleanup(app: App, *policies: str, dry_run: bool = False) -> RunOutcome:
-    return app.run_job(
-        "cleanup", RunOptions(dry_run=dry_run), CleanupArgs(policies=list(policies))
-    )
+    return app.run_job("cleanup", RunOptions(dry_run=dry_run), CleanupArgs(policies=list(policies)))
 
 
 def logs_table(
@@ -259,10 +257,10 @@ def test_snapshot_rows_per_period_and_per_set(
 ) -> None:
     configure(
         project,
-        "[snapshots.a]\ntable = \"snap_a\"\nkey = [\"k\"]\n"
+        '[snapshots.a]\ntable = "snap_a"\nkey = ["k"]\n'
         "query = 'SELECT 1 AS k WHERE :period_start < :period_end'\n"
-        "retention = { day = \"10d\" }\n"
-        "[snapshots.b]\ntable = \"snap_b\"\nkey = [\"k\"]\n"
+        'retention = { day = "10d" }\n'
+        '[snapshots.b]\ntable = "snap_b"\nkey = ["k"]\n'
         "query = 'SELECT 1 AS k WHERE :period_start < :period_end'\n",
     )
     psql.execute(
@@ -271,9 +269,7 @@ def test_snapshot_rows_per_period_and_per_set(
     )
     today = datetime.now(UTC).date()
     for period, age in (("day", 20), ("day", 5), ("week", 100), ("week", 800), ("month", 1000)):
-        psql.execute(
-            "INSERT INTO snap_a VALUES (%s, %s, 1)", (period, today - timedelta(days=age))
-        )
+        psql.execute("INSERT INTO snap_a VALUES (%s, %s, 1)", (period, today - timedelta(days=age)))
     outcome = cleanup(make_app())  # snap_b does not exist yet: skipped, not failed
     assert outcome.status == "completed", outcome.message
     rows = psql.execute("SELECT period_type, period_start FROM snap_a ORDER BY 1, 2").fetchall()
@@ -292,7 +288,7 @@ def test_a_killed_cleanup_leaves_whole_batches_and_an_abandoned_run(
     project: Path, cli: Cli, psql: psycopg.Connection[Any]
 ) -> None:
     # Each row the batch's select reads sleeps: batches of 2 take ~0.6 s each.
-    configure(project, POLICY + "batch_size = 2\nwhere = \"pg_sleep(0.3) IS NOT NULL\"\n")
+    configure(project, POLICY + 'batch_size = 2\nwhere = "pg_sleep(0.3) IS NOT NULL"\n')
     now = datetime.now(UTC)
     logs_table(psql, [30] * 10, now=now)
     proc = cli.popen("cleanup", "--policy", "logs")
@@ -305,11 +301,13 @@ def test_a_killed_cleanup_leaves_whole_batches_and_an_abandoned_run(
             proc.kill()
     time.sleep(0.5)  # the server notices the dead client and rolls its batch back
     wait_until(
-        lambda: psql.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'jobctl%'"
-            " AND pid <> pg_backend_pid()"
-        ).fetchone()
-        == (0,),
+        lambda: (
+            psql.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'jobctl%'"
+                " AND pid <> pg_backend_pid()"
+            ).fetchone()
+            == (0,)
+        ),
         timeout=30,
         what="the killed run's connections to close",
     )
