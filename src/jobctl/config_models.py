@@ -62,7 +62,7 @@ from jobctl.config_types import (
 )
 from jobctl.errors import ConfigError
 from jobctl.periods import PERIOD_TYPES
-from jobctl.sqltext import BOUND, READ_KEYWORDS, parse_query
+from jobctl.sqltext import BOUND, READ_KEYWORDS, condition_problem, parse_query
 
 #: The formats a url / path source may have (read by :mod:`jobctl.sources.parse`).
 FORMATS: tuple[str, ...] = ("json", "ndjson", "csv", "json-object")
@@ -470,6 +470,9 @@ class CleanupPolicy(_Table, frozen=True):
                 "",
                 f"{self.name!r} is a built-in policy: set its keep duration in [retention]",
             )
+        problem = condition_problem(self.where) if self.where is not None else None
+        if problem is not None:
+            raise FieldError("where", problem)
 
 
 def parse_cleanup_policies(raw: Any, *, origin: str) -> dict[str, CleanupPolicy]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["BOUND", "READ_KEYWORDS", "ParsedQuery", "parse_query"]
+__all__ = ["BOUND", "READ_KEYWORDS", "ParsedQuery", "condition_problem", "parse_query"]
 
 #: The statements a query source may start with: the ones that only read.
 READ_KEYWORDS = ("SELECT", "WITH", "VALUES", "TABLE")
@@ -81,6 +81,30 @@ def parse_query(query: str) -> ParsedQuery:
     while text.endswith(";"):
         text = text[:-1].rstrip()
     return ParsedQuery(text, tuple(dict.fromkeys(params)), first_word)
+
+
+def condition_problem(condition: str) -> str | None:
+    """Why ``condition`` cannot be ANDed as one SQL condition (None: it can).
+
+    A cleanup policy's ``where`` is pasted inside ``AND (...)``: a ``;`` would start
+    another statement (run too: psycopg sends a statement without parameters as
+    a simple query), and a ``)`` closing more than it opened would escape the
+    parentheses and change what the age test guards. Literals, quoted identifiers
+    and comments are skipped.
+    """
+    depth, i, n = 0, 0, len(condition)
+    while i < n:
+        if (j := _opaque_end(condition, i)) is not None:
+            i = j
+            continue
+        c = condition[i]
+        if c == ";":
+            return "holds ';': give one condition, not statements"
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        if depth < 0:
+            return "closes a parenthesis it did not open"
+        i += 1
+    return "leaves a parenthesis open" if depth else None
 
 
 def _opaque_end(query: str, i: int) -> int | None:

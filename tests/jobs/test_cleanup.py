@@ -208,7 +208,7 @@ def test_batches_are_bounded(
 def test_where_is_anded_and_may_hold_a_percent(
     project: Path, make_app: Callable[[], App], psql: psycopg.Connection[Any]
 ) -> None:
-    configure(project, POLICY + "where = \"level LIKE 'in%'\"\n")
+    configure(project, POLICY + "where = \"level LIKE 'in%' -- not the errors\"\n")
     now = datetime.now(UTC)
     logs_table(psql, [30, 30, 1], now=now)
     psql.execute("UPDATE public.logs SET level = 'error' WHERE id = 2")

@@ -60,7 +60,8 @@ def _matching(target: Target) -> sql.Composed:
         sql.SQL("{} < {}").format(sql.Identifier(target.column), sql.Literal(target.cutoff))
     ]
     if target.where is not None:
-        parts += [sql.SQL(" AND ("), sql.SQL(target.where), sql.SQL(")")]
+        # On its own line: a trailing ``-- comment`` in the condition ends before it.
+        parts += [sql.SQL(" AND ("), sql.SQL(target.where), sql.SQL("\n)")]
     return sql.Composed(parts)
 
 

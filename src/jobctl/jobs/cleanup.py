@@ -133,10 +133,10 @@ def plan(settings: Settings, args: CleanupArgs, planning: Planning) -> CleanupPl
             raise UsageError(
                 f"unknown cleanup policy {name!r} (configured: {', '.join(available)})"
             )
-    names = list(dict.fromkeys(args.policies)) or list(available)
-    return CleanupPlan(
-        tuple(available[n] for n in names), stored_params(policies=list(args.policies))
-    )
+    names = list(dict.fromkeys(args.policies))
+    if not names:  # every policy; stored as no params, as a tick's
+        return CleanupPlan(tuple(available.values()))
+    return CleanupPlan(tuple(available[n] for n in names), stored_params(policies=names))
 
 
 def run(ctx: RunContext, plan_: CleanupPlan) -> None:
