@@ -177,7 +177,9 @@ def test_a_missing_table_or_column_fails_that_policy_only(
         project,
         POLICY
         + '[cleanup.gone]\ntable = "public.nothere"\ncolumn = "at"\nkeep = "1d"\n'
-        + '[cleanup.nocol]\ntable = "public.logs"\ncolumn = "when_"\nkeep = "1d"\n',
+        + '[cleanup.nocol]\ntable = "public.logs"\ncolumn = "when_"\nkeep = "1d"\n'
+        + '[cleanup.badwhere]\ntable = "public.logs"\ncolumn = "at"\nkeep = "1d"\n'
+        + 'where = "nosuch = 1"\n',
     )
     now = datetime.now(UTC)
     logs_table(psql, [30, 1], now=now)
@@ -188,6 +190,16 @@ def test_a_missing_table_or_column_fails_that_policy_only(
     assert run["status"] == "failed"
     assert "gone (table public.nothere does not exist)" in run["error_message"]
     assert "nocol (table public.logs has no column 'when_')" in run["error_message"]
+    assert "badwhere (cleanup of public.logs failed: column " in run["error_message"]
+    assert run["error_message"].startswith("cleanup policies failed: gone (")
+    assert set(run["stats"]["policies"]) == {
+        "logs",
+        "gone",
+        "nocol",
+        "badwhere",
+        "runs",
+        "schedules",
+    }
     assert run["records_deleted"] == 1
     assert run["stats"]["policies"]["logs"]["deleted"] == 1
 

@@ -36,11 +36,12 @@ from zoneinfo import ZoneInfo
 
 from jobctl.config import Settings
 from jobctl.config_models import DEFAULT_BATCH_SIZE, SnapshotSet
-from jobctl.errors import DatabaseError, DatabaseUnreachable, JobError, LockLost, UsageError
+from jobctl.errors import DatabaseError, DatabaseUnreachable, JobError, UsageError
 from jobctl.jobspec import JobSpec, Planning, stored_params
 
 if TYPE_CHECKING:  # the context brings SQLAlchemy: a skipped tick must not import it
     from jobctl.context import RunContext
+    from jobctl.db.retention import Target
 
 #: The table of one-off schedules (``jobctl schedule add``), not created yet: its
 #: policy is skipped until a migration creates it, with these columns.
@@ -140,75 +141,88 @@ def plan(settings: Settings, args: CleanupArgs, planning: Planning) -> CleanupPl
 
 
 def run(ctx: RunContext, plan_: CleanupPlan) -> None:
+    from jobctl.db.retention import MissingTarget
+
     now = datetime.now(UTC)  # once: every batch of the run deletes against one cutoff
-    results: dict[str, Any] = {}
+    results: dict[str, dict[str, Any]] = {}
     ctx.stats["policies"] = results
     failed: list[str] = []
     for policy in plan_.policies:
         ctx.check_lock()
+        result: dict[str, Any] = {}
+        results[policy.name] = result
         try:
-            results[policy.name] = _apply(ctx, policy, now)
-        except (DatabaseUnreachable, LockLost):
-            raise  # no other policy can run either (and an unreachable server exits 2)
-        except (JobError, DatabaseError) as exc:
+            if policy.runs:
+                _apply_runs(ctx, policy, now, result)
+            else:
+                _apply(ctx, policy, now, result)
+        except DatabaseUnreachable:
+            raise  # no other policy can reach the server either; exits 2 as always
+        except (MissingTarget, DatabaseError) as exc:
+            # This policy alone (a missing table, a failing where): the others still
+            # run, and the run fails at the end naming it. A lost lock, a timeout or
+            # a signal is none of these: it stops the run at once.
             ctx.log.error("policy %s failed: %s", policy.name, exc)
-            results[policy.name] = {**results.get(policy.name, {}), "error": str(exc)}
+            result["error"] = str(exc)
             failed.append(f"{policy.name} ({exc})")
     if failed:
-        raise JobError(
-            f"cleanup policy failed: {'; '.join(failed)} (the other policies ran)"
-            if len(failed) == 1
-            else f"cleanup policies failed: {'; '.join(failed)} (the other policies ran)"
-        )
+        what = "policy" if len(failed) == 1 else "policies"
+        raise JobError(f"cleanup {what} failed: {'; '.join(failed)} (the other policies ran)")
 
 
-def _apply(ctx: RunContext, policy: Policy, now: datetime) -> dict[str, Any]:
-    if policy.runs:
-        return _apply_runs(ctx, policy, now)
+def _apply(ctx: RunContext, policy: Policy, now: datetime, result: dict[str, Any]) -> None:
     from jobctl.db import retention
 
-    result: dict[str, Any] = {"table": policy.parts[0].table, "deleted": 0, "batches": 0}
+    result["table"] = policy.parts[0].table
     for part in policy.parts:
         target = retention.Target(part.table, part.column, part.cutoff(now), part.where)
         with ctx.transaction() as conn:
             if policy.optional and not retention.table_exists(conn, part.table):
                 ctx.log.info("policy %s: skipped, table %s does not exist", policy.name, part.table)
-                return {**result, "skipped": f"table {part.table} does not exist"}
+                result["skipped"] = f"table {part.table} does not exist"
+                return
             key = retention.key_columns(conn, target)
             preview = retention.preview(conn, target) if ctx.dry_run else None
+        # The numbers go to the policy and, for a snapshot set, to the period too; as
+        # they happen, so that a policy failing half-way still shows what it deleted.
+        tallies = [result]
+        if part.label:
+            tallies.append(result.setdefault("periods", {}).setdefault(part.label, {}))
+        tallies[-1]["cutoff"] = _text(target.cutoff)
         if preview is not None:
-            done = _dry(ctx, policy, part, target.cutoff, *preview)
+            _dry(ctx, policy, part, target.cutoff, *preview, tallies)
         else:
-            done = _delete(ctx, policy, part, target, key)
-        _merge(result, part, done)
-    return result
+            _delete(ctx, policy, part, target, key, tallies)
 
 
-def _merge(result: dict[str, Any], part: Part, done: dict[str, Any]) -> None:
-    """One part's numbers into its policy's: flat for one part, per label for several."""
-    summed = ("deleted", "batches", "would_delete")
-    if part.label:
-        result.setdefault("periods", {})[part.label] = done
-    else:
-        result.update({k: v for k, v in done.items() if k not in summed})
-    for key in summed:
-        if key in done:
-            result[key] = result.get(key, 0) + done[key]
+def _count(tallies: list[dict[str, Any]], key: str, number: int) -> None:
+    for tally in tallies:
+        tally[key] = tally.get(key, 0) + number
 
 
 def _delete(
-    ctx: RunContext, policy: Policy, part: Part, target: Any, key: tuple[str, ...]
-) -> dict[str, Any]:
+    ctx: RunContext,
+    policy: Policy,
+    part: Part,
+    target: Target,
+    key: tuple[str, ...],
+    tallies: list[dict[str, Any]],
+) -> None:
     from jobctl.db import retention
 
+    _count(tallies, "deleted", 0)
+    _count(tallies, "batches", 0)
     deleted = batches = 0
     while True:
         ctx.check_lock()  # between batches; each batch's commit is fenced too
         with ctx.transaction() as conn:
             count = retention.delete_batch(conn, target, key, policy.batch_size)
+        # Counted once committed: a killed run's last batch, rolled back, is not.
         batches += 1
         deleted += count
         ctx.counters.add({"deleted": count})
+        _count(tallies, "deleted", count)
+        _count(tallies, "batches", 1)
         if count < policy.batch_size:
             break
     ctx.log.info(
@@ -220,12 +234,18 @@ def _delete(
         _text(target.cutoff),
         batches,
     )
-    return {"cutoff": _text(target.cutoff), "deleted": deleted, "batches": batches}
 
 
 def _dry(
-    ctx: RunContext, policy: Policy, part: Part, cutoff: datetime | date, rows: int, oldest: Any
-) -> dict[str, Any]:
+    ctx: RunContext,
+    policy: Policy,
+    part: Part,
+    cutoff: datetime | date,
+    rows: int,
+    oldest: Any,
+    tallies: list[dict[str, Any]],
+) -> None:
+    kept = _text(oldest) if oldest is not None else None
     ctx.log.info(
         "policy %s: would delete %d rows from %s with %s before %s; oldest kept: %s",
         _named(policy, part),
@@ -233,45 +253,43 @@ def _dry(
         part.table,
         part.column,
         _text(cutoff),
-        _text(oldest) if oldest is not None else "none",
+        kept or "none",
     )
-    return {
-        "cutoff": _text(cutoff),
-        "would_delete": rows,
-        "oldest_kept": _text(oldest) if oldest is not None else None,
-    }
+    _count(tallies, "would_delete", rows)
+    tallies[-1]["oldest_kept"] = kept
 
 
-def _apply_runs(ctx: RunContext, policy: Policy, now: datetime) -> dict[str, Any]:
+def _apply_runs(ctx: RunContext, policy: Policy, now: datetime, result: dict[str, Any]) -> None:
     cutoff = now - policy.parts[0].keep
-    result: dict[str, Any] = {"table": "jobctl.runs", "cutoff": _text(cutoff)}
+    result.update(table="jobctl.runs", cutoff=_text(cutoff))
     if ctx.dry_run:
         top, rows, oldest = ctx.old_runs(cutoff)
+        kept = _text(oldest) if oldest is not None else None
         ctx.log.info(
             "policy runs: would delete %d runs (%d rows with their children) started before"
             " %s; oldest kept: %s",
             top,
             rows,
             _text(cutoff),
-            _text(oldest) if oldest is not None else "none",
+            kept or "none",
         )
-        return {**result, "would_delete": rows, "oldest_kept": _text(oldest) if oldest else None}
-    deleted = batches = 0
+        result.update(would_delete=rows, oldest_kept=kept)
+        return
+    result.update(deleted=0, batches=0)
     while True:
         ctx.check_lock()
         parents, count = ctx.delete_old_runs(cutoff, policy.batch_size)
-        batches += 1
-        deleted += count
         ctx.counters.add({"deleted": count})
+        _count([result], "deleted", count)
+        _count([result], "batches", 1)
         if parents < policy.batch_size:
             break
     ctx.log.info(
-        "policy runs: deleted %d runs started before %s (%d batches)",
-        deleted,
+        "policy runs: deleted %d rows started before %s (%d batches)",
+        result["deleted"],
         _text(cutoff),
-        batches,
+        result["batches"],
     )
-    return {**result, "deleted": deleted, "batches": batches}
 
 
 def _named(policy: Policy, part: Part) -> str:
