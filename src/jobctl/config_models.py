@@ -477,6 +477,8 @@ class EmailChannel(_Table, frozen=True):
     tls: bool = False
     username: Text | None = None
     password: Text | None = None
+    #: A PEM file of CA certificates to trust instead of the system's (an internal CA).
+    ca_file: Text | None = None
     timeout: PositiveDuration = timedelta(seconds=30)
 
     def __post_init__(self) -> None:

@@ -387,7 +387,9 @@ def _names(what: str, example: str) -> Callable[[object], tuple[str, ...]]:
 def _addresses(value: object) -> tuple[str, ...]:
     found = _names("e-mail addresses", '["ops@example.org"]')(value)
     if not found or not all("@" in a for a in found):
-        raise ValueError(f'{shown(value)} is not a list of e-mail addresses, e.g. ["ops@example.org"]')
+        raise ValueError(
+            f'{shown(value)} is not a list of e-mail addresses, e.g. ["ops@example.org"]'
+        )
     return found
 
 
