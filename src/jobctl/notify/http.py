@@ -58,7 +58,7 @@ def post_json(
 
     retrying = Retrying(
         stop=stop_after_attempt(ATTEMPTS),
-        wait=wait_exponential_jitter(initial=FIRST_WAIT, max=2.0, jitter=FIRST_WAIT),
+        wait=wait_exponential_jitter(multiplier=FIRST_WAIT, max=2.0, jitter=FIRST_WAIT),
         retry=retry_if_exception_type(_Retry),
         reraise=True,
     )
