@@ -14,6 +14,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from tests.fixtures.httpserver import local_http_server  # noqa: F401 - the fixture, for these tests
+
 USER = "alerts"
 PASSWORD = "sm7p-pa55word"
 

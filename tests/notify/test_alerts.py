@@ -17,7 +17,7 @@ from jobctl.app import App
 from jobctl.errors import ExitCode
 from jobctl.runner import RunOptions
 from tests.conftest import Cli
-from tests.fixtures.httpserver import HTTPTestServer, local_http_server  # noqa: F401 - a fixture
+from tests.fixtures.httpserver import HTTPTestServer
 from tests.notify.conftest import PASSWORD, USER, Mailbox, free_port, starttls_server
 from tests.runner.test_runner import make_app, row
 
@@ -221,7 +221,9 @@ def test_escalations_go_to_the_escalation_channels(
 ) -> None:
     local_http_server.serve("/page", b"ok")
     extra = mail_toml(smtp_server.port, 'escalate_after = 2\nescalation_channels = ["pager"]')
-    extra += f'\n[alerts.channels.pager]\ntype = "webhook"\nurl = "{local_http_server.url("/page")}"\n'
+    extra += (
+        f'\n[alerts.channels.pager]\ntype = "webhook"\nurl = "{local_http_server.url("/page")}"\n'
+    )
     app = make_app(project, db_url, extra, ENV)
     boom(app)
     boom(app)
@@ -379,7 +381,8 @@ def test_email_over_starttls_with_auth(
     controller.start()
     try:
         extra = mail_toml(box.port).replace(
-            'smtp_host = "127.0.0.1"', f'smtp_host = "127.0.0.1"\nstarttls = true\nca_file = "{cert}"'
+            'smtp_host = "127.0.0.1"',
+            f'smtp_host = "127.0.0.1"\nstarttls = true\nca_file = "{cert}"',
         )
         app = make_app(project, db_url, extra, ENV)
         outcome = boom(app)
