@@ -63,6 +63,13 @@ class App:
     def jobs(self) -> Jobs:
         return all_jobs(self.settings.jobs_module, self.settings.jobs_path)
 
+    def _alert_abandoned(self, dead: list[int]) -> None:
+        """A sweep's abandoned runs alert like failed ones (nothing to do when none)."""
+        if dead:
+            from jobctl.runner import alert_after_sweep
+
+            alert_after_sweep(self.settings, self.db, dead)
+
     def runner(self) -> Runner:
         from jobctl.runner import Runner
 
@@ -101,8 +108,10 @@ class App:
         if not cfg.schedule:
             raise UsageError(f"job {job!r} has no schedule (set jobs.{job}.schedule)")
         with self.db.begin() as conn:
-            ledger.sweep_abandoned(conn, job)
-            return missing(conn, self.settings, self.jobs.get(job), cfg, now - since, now)
+            dead = ledger.sweep_abandoned(conn, job)
+            gaps = missing(conn, self.settings, self.jobs.get(job), cfg, now - since, now)
+        self._alert_abandoned(dead)
+        return gaps
 
     # -- audit -------------------------------------------------------------
     def list_runs(
@@ -116,8 +125,10 @@ class App:
             raise UsageError(f"limit {limit} must be 0 (no limit) or more")
         after = datetime.now(UTC) - since if since else None
         with self.db.begin() as conn:
-            ledger.sweep_abandoned(conn)
-            return ledger.list_runs(conn, job=job, status=status, since=after, limit=limit)
+            dead = ledger.sweep_abandoned(conn)
+            found = ledger.list_runs(conn, job=job, status=status, since=after, limit=limit)
+        self._alert_abandoned(dead)
+        return found
 
     def show_run(self, run_id: int) -> dict[str, Any]:
         from jobctl.db import ledger
@@ -125,11 +136,12 @@ class App:
         if not 0 < run_id < 2**63:
             raise UsageError(f"run {run_id} does not exist")
         with self.db.begin() as conn:
-            ledger.sweep_abandoned(conn)
+            dead = ledger.sweep_abandoned(conn)
             run = ledger.get_run(conn, run_id)
             if run is None:
                 raise UsageError(f"run {run_id} does not exist")
             run["children"] = ledger.list_runs(conn, parent_id=run_id, limit=0)
+        self._alert_abandoned(dead)
         run.pop("lock_backend_pid", None)
         run.pop("lock_key", None)
         return run
@@ -140,9 +152,10 @@ class App:
 
         now = now or datetime.now(UTC)
         with self.db.begin() as conn:
-            ledger.sweep_abandoned(conn)
+            dead = ledger.sweep_abandoned(conn)
             running = ledger.running_now(conn)
             last = ledger.last_runs(conn)
+        self._alert_abandoned(dead)
         names = list(self.jobs) + [n for n in self.settings.jobs if n not in self.jobs]
         infos = []
         for name in names:

@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
@@ -37,6 +38,8 @@ from jobctl.config_models import (
     RetentionConfig,
     SnapshotSet,
     SourceConfig,
+    WebhookChannel,
+    check_channel_names,
     convert,
     parse_channels,
     parse_cleanup_policies,
@@ -139,9 +142,10 @@ class Settings:
         Everything substituted from ``${NAME}``, the database URL's password (as written
         and percent-decoded), the credentials of HTTP sources written in the file:
         ``token``, secret-looking headers, secret query values of ``url``, and those of
-        the alert channels' URLs.
+        the alert channels' SMTP passwords, webhook URLs (a Slack-style URL is itself
+        the credential) and their secret-looking headers.
         """
-        from jobctl.redact import is_secret_header, url_secrets
+        from jobctl.redact import url_secrets
 
         found = [*self.secret_values, *url_secrets(self.database_url)]
         for source in self.sources.values():
@@ -149,12 +153,35 @@ class Settings:
             found += url_secrets(source.database_url)  # a SQL source's other database
             if source.token is not None:
                 found.append(source.token)
-            for name, value in source.headers.items():
-                if is_secret_header(name):
-                    found += [value, *value.split()[1:]]  # "Bearer abc": "abc" too
+            found += _header_secrets(source.headers)
         for channel in self.channels.values():
-            found += url_secrets(channel.smtp_url) + url_secrets(channel.url)
+            if isinstance(channel, WebhookChannel):
+                found += [channel.url, *url_secrets(channel.url), *_path_tokens(channel.url)]
+                found += _header_secrets(channel.headers)
+            elif channel.password is not None:
+                found.append(channel.password)
         return list(dict.fromkeys(v for v in found if v))
+
+
+def _header_secrets(headers: Mapping[str, str]) -> list[str]:
+    from jobctl.redact import is_secret_header
+
+    found: list[str] = []
+    for name, value in headers.items():
+        if is_secret_header(name):
+            found += [value, *value.split()[1:]]  # "Bearer abc": "abc" too
+    return found
+
+
+def _path_tokens(url: str) -> list[str]:
+    """Long path segments of a webhook URL: Slack, Teams and Discord put the token there."""
+    from urllib.parse import urlsplit
+
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return []
+    return [part for part in path.split("/") if len(part) >= 16]
 
 
 def _default_data_dir(env: Mapping[str, str]) -> Path:
@@ -401,6 +428,8 @@ def _load_settings(
     for name in BUILTIN_MODULES:
         if name not in jobs and any(k.startswith(f"JOBCTL_{name.upper()}_") for k in env):
             jobs[name] = job(name, {})
+    channels = parse_channels(file.alerts.channels, origin=origin)
+    check_channel_names(file.alerts, jobs, channels, origin=origin)
     return Settings(
         config_path=path if path.is_file() else None,
         base_dir=base_dir,
@@ -422,8 +451,9 @@ def _load_settings(
         retention=file.retention,
         cleanup=parse_cleanup_policies(file.cleanup, origin=origin),
         report=file.report,
-        alerts=file.alerts,
-        channels=parse_channels(file.channels, origin=origin),
+        # The raw channel tables (passwords in them) stay out: Settings.channels has them.
+        alerts=msgspec.structs.replace(file.alerts, channels=None),
+        channels=channels,
         checks=file.checks,
         origin=origin,
         secret_values=tuple(s for s in secrets if s),  # any length: see redact.py

@@ -24,8 +24,10 @@ import msgspec
 
 from jobctl.config_types import (
     KEY_FIELDS_NEEDED,
+    Addresses,
     BackfillJobs,
     Blame,
+    ChannelNames,
     ColumnName,
     Count,
     DatabaseUrl,
@@ -42,6 +44,7 @@ from jobctl.config_types import (
     Params,
     PeriodQuery,
     Periods,
+    Port,
     PositiveCount,
     PositiveDuration,
     Query,
@@ -60,6 +63,7 @@ from jobctl.config_types import (
     dec_hook,
     known_keys,
 )
+from jobctl.durations import shown
 from jobctl.errors import ConfigError
 from jobctl.periods import PERIOD_TYPES
 from jobctl.sqltext import BOUND, READ_KEYWORDS, condition_problem, parse_query
@@ -114,18 +118,6 @@ def convert(
 # --------------------------------------------------------------------------- jobs
 
 
-class JobAlerts(_Table, frozen=True):
-    """``[jobs.NAME.alerts]``: where a failing job's alerts go (SPEC: alerts)."""
-
-    #: ``[channels.NAME]`` tables to notify (empty: the ``[alerts]`` defaults).
-    channels: tuple[str, ...] = ()
-    #: An escalation alert instead after this many consecutive failures.
-    escalate_after: PositiveCount = 3
-    #: While it keeps failing, at most one reminder per this long.
-    repeat_after: PositiveDuration = timedelta(hours=24)
-    enabled: bool = True
-
-
 class JobConfig(_Table, frozen=True):
     """The operator's settings for one job (built-in or user-registered)."""
 
@@ -144,7 +136,9 @@ class JobConfig(_Table, frozen=True):
     params: Params = {}
     description: String | None = None
     ping_url: String | None = None
-    alerts: JobAlerts | None = None
+    #: ``[alerts.channels.NAME]`` channels this job's alerts go to; None: ``[alerts] default``
+    #: (``[]`` silences the job). Names are checked against the channels by the loader.
+    alerts: ChannelNames | None = None
 
 
 #: The settings of a job that ``JOBCTL_<JOB>_<SETTING>`` may override (the tables may not).
@@ -496,37 +490,118 @@ class ReportConfig(_Table, frozen=True):
     #: A query whose rows are the recipients; their columns are bound in the sections.
     recipients: Query | None = None
     deliver: Literal["email", "webhook", "file", "stdout"] = "stdout"
-    #: ``[channels.NAME]`` tables to deliver through (email / webhook).
+    #: ``[alerts.channels.NAME]`` channels to deliver through (email / webhook).
     channels: tuple[str, ...] = ()
     path: Text | None = None
 
 
 class AlertsConfig(_Table, frozen=True):
-    """``[alerts]``: the defaults of every job's ``[jobs.NAME.alerts]``."""
+    """``[alerts]``: the channels, and when a failing job alerts, escalates and reminds."""
 
-    channels: tuple[str, ...] = ()
+    #: The raw ``[alerts.channels.NAME]`` tables, converted one by one into
+    #: ``Settings.channels`` (:func:`parse_channels`): msgspec paths do not name dict keys.
+    channels: Any = None
+    #: The channels of a job whose ``[jobs.NAME]`` names none.
+    default: ChannelNames = ()
+    #: The alert of this many consecutive failures (and the later ones) is an escalation.
     escalate_after: PositiveCount = 3
+    #: Where escalations go; None: the job's own channels.
+    escalation_channels: ChannelNames | None = None
+    #: While a job keeps failing, at most one reminder per this long.
     repeat_after: PositiveDuration = timedelta(hours=24)
 
 
-class Channel(_Table, frozen=True):
-    """``[channels.NAME]``: an e-mail or webhook destination for alerts and reports."""
+class EmailChannel(_Table, frozen=True):
+    """``[alerts.channels.NAME]`` with ``type = "email"``: SMTP delivery."""
 
-    kind: Literal["email", "webhook"]
-    #: e-mail: recipients; SMTP server as ``smtp_url`` (``smtp://user:pw@host:587``).
-    to: tuple[str, ...] = ()
-    sender: Text | None = None
-    smtp_url: Text | None = None
-    #: webhook: the URL that gets Slack-compatible JSON.
-    url: HttpUrl | None = None
+    not_in_file = ("name",)
+    name: str
+    type: Literal["email"]
+    to: Addresses
+    sender: Text = msgspec.field(name="from")
+    smtp_host: Text
+    smtp_port: Port = 25
+    #: Upgrade the plain connection with STARTTLS (port 587, usually).
+    starttls: bool = False
+    #: Implicit TLS from the first byte (SMTPS, port 465).
+    tls: bool = False
+    username: Text | None = None
+    password: Text | None = None
+    #: A PEM file of CA certificates to trust instead of the system's (an internal CA).
+    ca_file: Text | None = None
+    timeout: PositiveDuration = timedelta(seconds=30)
+
+    def __post_init__(self) -> None:
+        if self.starttls and self.tls:
+            raise FieldError("tls", "give starttls or tls, not both")
+        if (self.username is None) != (self.password is None):
+            missing = "password" if self.password is None else "username"
+            raise FieldError(missing, "is required with username / password (SMTP AUTH)")
+
+
+class WebhookChannel(_Table, frozen=True):
+    """``[alerts.channels.NAME]`` with ``type = "webhook"``: Slack-compatible JSON POST."""
+
+    not_in_file = ("name",)
+    name: str
+    type: Literal["webhook"]
+    url: HttpUrl
+    headers: StrTable = {}
+    timeout: PositiveDuration = timedelta(seconds=10)
+
+
+Channel = EmailChannel | WebhookChannel
+CHANNEL_TYPES: dict[str, type[EmailChannel] | type[WebhookChannel]] = {
+    "email": EmailChannel,
+    "webhook": WebhookChannel,
+}
+
+
+def parse_channel(name: str, table: Any, *, origin: str) -> Channel:
+    """One ``[alerts.channels.NAME]`` table, its model chosen by ``type``."""
+    prefix = f"alerts.channels.{name}"
+    kind = table.get("type") if isinstance(table, dict) else None
+    model = CHANNEL_TYPES.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        # Said as the choice it is (msgspec would say the first model's Literal).
+        if not isinstance(table, dict):
+            err = FieldError("", "must be a table")
+        elif kind is None:
+            err = FieldError("type", "is required (email or webhook)")
+        else:
+            err = FieldError("type", f"{shown(kind)} is not one of {', '.join(CHANNEL_TYPES)}")
+        raise config_error(err, model=EmailChannel, raw=table, prefix=prefix, origin=origin)
+    return convert(model, table, prefix=prefix, origin=origin, defaults={"name": name})
 
 
 def parse_channels(raw: Any, *, origin: str) -> dict[str, Channel]:
-    """The ``[channels.NAME]`` tables (``raw``: the ``channels`` table, or None)."""
-    tables = _named_tables(raw, "channels", origin)
-    return {
-        n: convert(Channel, t, prefix=f"channels.{n}", origin=origin) for n, t in tables.items()
-    }
+    """The ``[alerts.channels.NAME]`` tables (``raw``: ``alerts.channels``, or None)."""
+    tables = _named_tables(raw, "alerts.channels", origin)
+    return {n: parse_channel(n, t, origin=origin) for n, t in tables.items()}
+
+
+def check_channel_names(
+    alerts: AlertsConfig,
+    jobs: Mapping[str, JobConfig],
+    channels: Mapping[str, Channel],
+    *,
+    origin: str,
+) -> None:
+    """Every channel named by ``[alerts]`` or a job exists (else a ConfigError naming the key)."""
+    lists: list[tuple[str, tuple[str, ...]]] = [
+        ("alerts.default", alerts.default),
+        ("alerts.escalation_channels", alerts.escalation_channels or ()),
+    ]
+    lists += [(f"jobs.{n}.alerts", j.alerts or ()) for n, j in jobs.items()]
+    for key, names in lists:
+        unknown = [n for n in names if n not in channels]
+        if unknown:
+            known = ", ".join(sorted(channels)) or "none: add [alerts.channels.NAME]"
+            raise ConfigError(
+                f"{shown(unknown[0])} is not an alert channel (known: {known})",
+                key=key,
+                origin=origin,
+            )
 
 
 class ConfigFile(_Table, frozen=True):
@@ -549,7 +624,6 @@ class ConfigFile(_Table, frozen=True):
     retention: RetentionConfig = RetentionConfig()
     report: ReportConfig = ReportConfig()
     alerts: AlertsConfig = AlertsConfig()
-    channels: Any = None
     checks: tuple[Check, ...] = ()
     backfill: BackfillConfig = BackfillConfig()
     cleanup: Any = None

@@ -383,6 +383,32 @@ def _choices(allowed: tuple[str, ...], *, one_word: bool) -> Callable[[object], 
     return decode
 
 
+def _names(what: str, example: str) -> Callable[[object], tuple[str, ...]]:
+    """A list of non-empty strings, deduplicated in order (``[]`` allowed)."""
+
+    def decode(value: object) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"{shown(value)} is not a list of {what}, e.g. {example}")
+        return tuple(dict.fromkeys(value))
+
+    return decode
+
+
+def _addresses(value: object) -> tuple[str, ...]:
+    found = _names("e-mail addresses", '["ops@example.org"]')(value)
+    if not found or not all("@" in a for a in found):
+        raise ValueError(
+            f'{shown(value)} is not a list of e-mail addresses, e.g. ["ops@example.org"]'
+        )
+    return found
+
+
+def _port(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+        raise ValueError(f"{shown(value)} is not a port number (1 to 65535)")
+    return value
+
+
 def _weekday(value: object) -> int:
     if not isinstance(value, str) or value.lower() not in WEEKDAYS:
         raise ValueError(f"{shown(value)} is not a weekday name")
@@ -421,6 +447,9 @@ if TYPE_CHECKING:
     Periods = tuple[Literal["day", "week", "month"], ...]
     BackfillJobs = tuple[Literal["sync", "snapshot"], ...]
     Weekday = int
+    ChannelNames = tuple[str, ...]
+    Addresses = tuple[str, ...]
+    Port = int
 else:
     Flag = _custom("Flag", bool, _flag)
     Zone = _custom("Zone", str, _zone)
@@ -453,6 +482,9 @@ else:
     Periods = _custom("Periods", tuple, _choices(PERIOD_TYPES, one_word=True))
     BackfillJobs = _custom("BackfillJobs", tuple, _choices(BACKFILL_JOBS, one_word=False))
     Weekday = _custom("Weekday", int, _weekday)
+    ChannelNames = _custom("ChannelNames", tuple, _names("channel names", '["ops"]'))
+    Addresses = _custom("Addresses", tuple, _addresses)
+    Port = _custom("Port", int, _port)
 
 
 # --------------------------------------------------------------------------- errors
@@ -506,7 +538,9 @@ def known_keys(model: Any) -> str:
     if not (isinstance(model, type) and issubclass(model, msgspec.Struct)):
         return "?"
     hidden = getattr(model, "not_in_file", ())
-    return ", ".join(sorted(f for f in model.__struct_fields__ if f not in hidden))
+    # As written in the file: a field may be renamed (``sender`` is the key ``from``).
+    fields = msgspec.structs.fields(model)
+    return ", ".join(sorted(f.encode_name for f in fields if f.name not in hidden))
 
 
 def _split_path(path: str) -> list[str | int]:

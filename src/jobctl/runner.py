@@ -252,7 +252,7 @@ class Runner:
         """Who holds the lock, for the skip's message."""
         name, lock = inv.name, inv.lock
         with self.db.plain() as conn:
-            ledger.sweep_abandoned(conn, name)
+            dead = ledger.sweep_abandoned(conn, name)
             holder = ledger.lock_holder(conn, name, lock.key)
             # A jobctl run that has just taken the lock writes its row within
             # milliseconds: wait briefly so the message can name its run. Any
@@ -269,6 +269,7 @@ class Runner:
                     break
                 time.sleep(0.05)
                 holder = ledger.lock_holder(conn, name, lock.key)
+        alert_after_sweep(self.settings, self.db, dead, self._clean)
         options = inv.options
         waited = f" after waiting {format_duration(options.wait_timeout)}" if options.wait else ""
         return _holder_message(name, holder) + waited
@@ -344,6 +345,7 @@ class Runner:
                 error_message=reason,
                 dry_run=inv.options.dry_run,
             )
+        alert_after_sweep(self.settings, self.db, dead, self._clean)
         return run_id, reason
 
     def _slot_reason(self, conn: Any, inv: Invocation) -> str | None:
@@ -441,6 +443,7 @@ class Runner:
             stats.setdefault("records_before_failure", counters.total)
         partition = ctx.partition if ctx is not None else None
         source = self.secrets.url(ctx.source) if ctx is not None and ctx.source else None
+        recorded = False
         try:
             with self.db.begin() as conn:
                 still_ours = ledger.finish_run(
@@ -457,9 +460,16 @@ class Runner:
                     partition=partition,
                 )
             if not still_ours:
+                # the process that marked it abandoned alerts for it (after its sweep)
                 end = _abandoned(inv.name, run_id, end)
+            recorded = still_ours
         except DatabaseError as exc:
             log.error("%s: could not record the end of run %s: %s", inv.name, run_id, exc)
+        if recorded and not inv.options.dry_run:
+            # After the end is recorded: an alert tells what the ledger says.
+            alerts = self._alerts(inv.name, run_id, end.status)
+            if alerts is not None:
+                stats["alerts"] = alerts
         return RunOutcome(
             inv.name,
             run_id,
@@ -472,6 +482,31 @@ class Runner:
             partition if ctx is not None else inv.options.partition,
             int((time.monotonic() - clock) * 1000),
         )
+
+    def _alerts(self, job: str, run_id: int, status: RunStatus) -> dict[str, Any] | None:
+        """Alerts for a run that ended ``failed`` or ``completed`` (see jobctl.notify.alerts),
+        recorded in its ``stats["alerts"]``. Whatever goes wrong here is logged: it never
+        changes the run's outcome."""
+        if status not in (RunStatus.FAILED, RunStatus.COMPLETED) or not self.settings.channels:
+            return None
+        try:
+            from jobctl.notify import alerts
+
+            hook = alerts.on_failure if status == RunStatus.FAILED else alerts.on_success
+            result = hook(self.settings, self.db, self._clean, job, run_id)
+            if result is not None:
+                with self.db.begin() as conn:
+                    ledger.note_stats(conn, run_id, {"alerts": result})
+            return result
+        except Exception as exc:
+            log.error(
+                "%s: alerts for run %s failed: %s",
+                job,
+                run_id,
+                self._clean(f"{type(exc).__name__}: {exc}"),
+                extra={"action": "alert.failed", "run_id": run_id, "job": job},
+            )
+            return None
 
     def _finish_unstarted(self, run_id: int, status: RunStatus, message: str) -> None:
         with self.db.begin() as conn:
@@ -704,6 +739,23 @@ class _Attempts:
         )
 
 
+def alert_after_sweep(
+    settings: Settings, db: Database, dead: list[int], clean: Callable[[str], str] | None = None
+) -> None:
+    """Alerts for the runs a sweep just marked ``abandoned`` (every sweep calls this with
+    what it returned). Only then are the alert modules imported; a failure is logged."""
+    if not dead or not settings.channels:
+        return
+    if clean is None:
+        clean = Redactor([*settings.secrets(), *url_secrets(db.url)]).text
+    try:
+        from jobctl.notify.alerts import after_sweep
+
+        after_sweep(settings, db, clean, dead)
+    except Exception as exc:
+        log.error("alerts for abandoned run(s) failed: %s", clean(f"{type(exc).__name__}: {exc}"))
+
+
 def _abandoned(job: str, run_id: int, end: Ending) -> Ending:
     """A run another process marked ``abandoned`` while it ran (its lock was lost)."""
     message = (
@@ -783,4 +835,11 @@ def _holder_message(job: str, holder: ledger.Holder) -> str:
     )
 
 
-__all__ = ["Invocation", "RunOptions", "RunOutcome", "Runner", "default_trigger"]
+__all__ = [
+    "Invocation",
+    "RunOptions",
+    "RunOutcome",
+    "Runner",
+    "alert_after_sweep",
+    "default_trigger",
+]

@@ -826,10 +826,14 @@ def test_defaults_of_the_sections_that_are_absent(tmp_path: Path) -> None:
         (SOURCE + "[[sources.feed.checks]]\nsql = 's'\nmin = 'a'\n", "checks[0].min: 'a' is not"),
         ('[retention]\nruns = "0s"\n', "retention.runs: duration '0s' must be more than zero"),
         ("[retention.snapshots]\nyear = 1\n", "retention.snapshots.year: unknown key"),
-        ('[channels.ops]\nkind = "pager"\n', "channels.ops.kind: 'pager' is not one of email,"),
+        (
+            '[alerts.channels.ops]\ntype = "pager"\n',
+            "alerts.channels.ops.type: 'pager' is not one of email,",
+        ),
         ('[report]\ndeliver = "fax"\n', "report.deliver: 'fax' is not one of email, webhook"),
         ("[alerts]\nescalate_after = 0\n", "alerts.escalate_after: 0 is not a whole number >= 1"),
-        ("[jobs.sync.alerts]\nrepeat_after = 0\n", "jobs.sync.alerts.repeat_after: duration 0"),
+        ("[alerts]\nrepeat_after = 0\n", "alerts.repeat_after: duration 0"),
+        ('[jobs.sync]\nalerts = ["ops"]\n', "jobs.sync.alerts: 'ops' is not an alert channel"),
         ("[jobs.sync]\nname = 'x'\n", "jobs.sync.name: unknown key (known: alerts, catchup, "),
         ('[jobs.sync]\ncatchup = "some"\n', "jobs.sync.catchup: 'some' is not one of latest, all"),
     ],
@@ -1008,7 +1012,7 @@ OTHER_SECTIONS = {
     "backfill": ["jobs", "max_days", "from"],
     "retention": ["runs", "schedules", "snapshots", "policies"],
     "report": ["sections", "recipients", "deliver", "channels", "path"],
-    "alerts": ["channels", "escalate_after", "repeat_after"],
+    "alerts": ["channels", "default", "escalate_after", "escalation_channels", "repeat_after"],
 }
 OTHER_VALUES = st.one_of(
     toml_values,
@@ -1027,13 +1031,18 @@ OTHER_VALUES = st.one_of(
         ),
         max_size=3,
     ),
-    st.one_of(toml_values, st.sampled_from([{"ops": {"kind": "email", "to": ["a@b"]}}])),
+    st.one_of(
+        toml_values,
+        st.sampled_from([{"ops": {"type": "webhook", "url": "http://h/x"}}, {"ops": {"to": 1}}]),
+    ),
 )
 def test_any_other_sections_load_or_raise_a_config_error(
     tmp_path: Path, sections: dict[str, dict[str, Any]], channels: Any
 ) -> None:
-    lines = [f"channels = {toml(channels)}"]
+    lines: list[str] = []
     for section, table in sections.items():
+        if section == "alerts":
+            table = {**table, "channels": channels}
         lines.append(f"[{section}]")
         lines += [f"{k} = {toml(v)}" for k, v in table.items()]
     _loads_or_usage_error(tmp_path, "\n".join(lines) + "\n", {})

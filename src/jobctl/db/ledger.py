@@ -429,3 +429,18 @@ def fence(conn: Connection | psycopg.Connection[Any], run_id: int) -> bool:
         return conn.exec_driver_sql(statement).rowcount == 1
     except (psycopg.Error, DBAPIError) as exc:
         raise translate(exc, "cannot check the run's lock before commit") from exc
+
+
+def note_stats(conn: Connection, run_id: int, stats: Mapping[str, Any]) -> None:
+    """Merge ``stats`` into a finished run's ``stats`` (what its alerts did, written
+    after the run's end was recorded)."""
+    from sqlalchemy import cast, literal, update
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    from jobctl.db.tables import runs
+
+    conn.execute(
+        update(runs)
+        .where(runs.c.id == run_id)
+        .values(stats=runs.c.stats.op("||")(cast(literal(dict(stats), JSONB), JSONB)))
+    )

@@ -81,6 +81,20 @@ feed_state = Table(
     Column("rows_active", BigInteger, nullable=False),
 )
 
+# sql/0004: written only by jobctl.db.alert_state (guarded statements, plain SQL).
+alert_state = Table(
+    "alert_state",
+    metadata,
+    Column("job", Text, primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("first_failed_at", DateTime(timezone=True)),
+    Column("last_failed_run", BigInteger),
+    Column("last_alert_kind", Text),
+    Column("last_alert_at", DateTime(timezone=True)),
+    Column("last_alert_run", BigInteger),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 # Columns of the ledger as the user sees them (``runs list --json`` keys).
 LEDGER_COLUMNS = [
     c.name for c in runs.columns if c.name not in {"lock_backend_pid", "lock_key", "log_tail"}

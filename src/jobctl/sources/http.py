@@ -1,8 +1,9 @@
 """HTTP(S) side of ``jobctl sync``: download a feed to a file.
 
-This is the only module of jobctl that imports httpx; every httpx exception is translated
-here into :class:`~jobctl.errors.SourceError` (``transient`` says whether a later run may
-succeed), with ``raise ... from exc``.
+With :mod:`jobctl.notify.http` (webhook alerts), the only module of jobctl that imports
+httpx; every httpx exception is translated here into
+:class:`~jobctl.errors.SourceError` (``transient`` says whether a later run may succeed),
+with ``raise ... from exc``.
 
 Retry policy (per call, inside one attempt of a jobctl run):
 
