@@ -32,6 +32,7 @@ from jobctl.config_models import (
     Check,
     CleanupPolicy,
     ConfigFile,
+    EmailChannel,
     Flavour,
     JobConfig,
     ReportConfig,
@@ -40,9 +41,11 @@ from jobctl.config_models import (
     SourceConfig,
     WebhookChannel,
     check_channel_names,
+    check_report_channels,
     convert,
     parse_channels,
     parse_cleanup_policies,
+    parse_report,
     parse_snapshot_sets,
     parse_sources,
 )
@@ -158,7 +161,7 @@ class Settings:
             if isinstance(channel, WebhookChannel):
                 found += [channel.url, *url_secrets(channel.url), *_path_tokens(channel.url)]
                 found += _header_secrets(channel.headers)
-            elif channel.password is not None:
+            elif isinstance(channel, EmailChannel) and channel.password is not None:
                 found.append(channel.password)
         return list(dict.fromkeys(v for v in found if v))
 
@@ -430,6 +433,8 @@ def _load_settings(
             jobs[name] = job(name, {})
     channels = parse_channels(file.alerts.channels, origin=origin)
     check_channel_names(file.alerts, jobs, channels, origin=origin)
+    report = parse_report(file.report, origin=origin)
+    check_report_channels(report, channels, origin=origin)
     return Settings(
         config_path=path if path.is_file() else None,
         base_dir=base_dir,
@@ -450,7 +455,7 @@ def _load_settings(
         backfill=file.backfill,
         retention=file.retention,
         cleanup=parse_cleanup_policies(file.cleanup, origin=origin),
-        report=file.report,
+        report=report,
         # The raw channel tables (passwords in them) stay out: Settings.channels has them.
         alerts=msgspec.structs.replace(file.alerts, channels=None),
         channels=channels,

@@ -478,21 +478,114 @@ def parse_cleanup_policies(raw: Any, *, origin: str) -> dict[str, CleanupPolicy]
     }
 
 
+#: The parameters every report query may bind (dates, half-open, in the report's zone).
+PERIOD_BINDS = ("period_start", "period_end")
+REPORT_FORMATS = ("text", "markdown", "html", "json")
+
+
+def _report_query_problem(query: str, *, what: str) -> str | None:
+    parsed = parse_query(query)
+    if parsed.first_word not in READ_KEYWORDS:
+        return (
+            f"starts with {parsed.first_word or '(nothing)'!r}: a report only reads, so the "
+            f"{what} must start with {', '.join(READ_KEYWORDS)}"
+        )
+    return None
+
+
 class ReportSection(_Table, frozen=True):
+    """One ``[[report.sections]]`` table: a title and a query whose rows become a table."""
+
     title: Text
     sql: Query
+    #: A line under the title.
+    description: String = ""
+    #: Rows shown at most (the rest are counted, not listed): a mail stays readable.
+    max_rows: PositiveCount = 100
 
 
 class ReportConfig(_Table, frozen=True):
-    """``[report]``: sections, recipients and delivery of ``jobctl report``."""
+    """``[report]``: the sections, recipients, templates and delivery of ``jobctl report``."""
 
+    title: Text = "jobctl weekly report"
     sections: tuple[ReportSection, ...] = ()
-    #: A query whose rows are the recipients; their columns are bound in the sections.
+    #: A query whose rows are the recipients: one report each, the row's columns bound
+    #: into the section queries as ``:column``.
     recipients: Query | None = None
-    deliver: Literal["email", "webhook", "file", "stdout"] = "stdout"
-    #: ``[alerts.channels.NAME]`` channels to deliver through (email / webhook).
-    channels: tuple[str, ...] = ()
-    path: Text | None = None
+    #: The recipients' column holding the e-mail address.
+    address_column: ColumnName = "email"
+    #: The run-ledger part (per job runs, failures, durations, records, last success);
+    #: None: shown without a recipients query, left out of per-recipient reports.
+    job_health: Flag | None = None
+    #: ``[alerts.channels.NAME]`` channels the report goes to (e-mail and / or webhook).
+    channels: ChannelNames = ()
+    #: A Jinja2 template (``title``, ``period``, ``recipient``).
+    subject: Text = "{{ title }}: {{ period.label }}"
+    #: A directory whose ``report.txt.j2`` / ``report.md.j2`` / ``report.html.j2``
+    #: replace jobctl's own (relative to the config file).
+    templates: String | None = None
+    #: What ``--output`` and stdout get without ``--format``.
+    format: Literal["text", "markdown", "html", "json"] = "text"
+    #: Bounds each section and recipients query.
+    query_timeout: PositiveDuration = timedelta(seconds=60)
+
+    def __post_init__(self) -> None:
+        # Checked here, not in ReportSection: a nested struct's FieldError loses its path.
+        for i, section in enumerate(self.sections):
+            problem = _report_query_problem(section.sql, what="query")
+            if problem is not None:
+                raise FieldError(f"sections[{i}].sql", problem)
+        if self.recipients is not None:
+            problem = _report_query_problem(self.recipients, what="recipients query")
+            if problem is not None:
+                raise FieldError("recipients", problem)
+            unknown = [p for p in parse_query(self.recipients).params if p not in PERIOD_BINDS]
+            if unknown:
+                raise FieldError(
+                    "recipients",
+                    f"binds :{unknown[0]}; a recipients query may bind :period_start and "
+                    ":period_end only",
+                )
+            return
+        for i, section in enumerate(self.sections):
+            unknown = [p for p in parse_query(section.sql).params if p not in PERIOD_BINDS]
+            if unknown:
+                raise FieldError(
+                    f"sections[{i}].sql",
+                    f"binds :{unknown[0]}, but there is no recipients query to fill it "
+                    "(without one, only :period_start and :period_end are bound)",
+                )
+
+    @property
+    def shows_job_health(self) -> bool:
+        return self.job_health if self.job_health is not None else self.recipients is None
+
+
+def parse_report(raw: Any, *, origin: str) -> ReportConfig:
+    """The ``[report]`` table (None: the defaults)."""
+    return convert(ReportConfig, raw or {}, prefix="report", origin=origin)
+
+
+def check_report_channels(
+    report: ReportConfig, channels: Mapping[str, Channel], *, origin: str
+) -> None:
+    """The report's channels exist; per-recipient reports go by e-mail only."""
+    for name in report.channels:
+        channel = channels.get(name)
+        if channel is None:
+            known = ", ".join(sorted(channels)) or "none: add [alerts.channels.NAME]"
+            raise ConfigError(
+                f"{shown(name)} is not an alert channel (known: {known})",
+                key="report.channels",
+                origin=origin,
+            )
+        if report.recipients is not None and isinstance(channel, WebhookChannel):
+            raise ConfigError(
+                f"{shown(name)} is a webhook: with a recipients query every report goes to "
+                "its recipient's address, so list e-mail channels only",
+                key="report.channels",
+                origin=origin,
+            )
 
 
 class AlertsConfig(_Table, frozen=True):
@@ -550,10 +643,21 @@ class WebhookChannel(_Table, frozen=True):
     timeout: PositiveDuration = timedelta(seconds=10)
 
 
-Channel = EmailChannel | WebhookChannel
-CHANNEL_TYPES: dict[str, type[EmailChannel] | type[WebhookChannel]] = {
+class FileChannel(_Table, frozen=True):
+    """``[alerts.channels.NAME]`` with ``type = "file"``: each message appended to a local
+    file (relative to the config file), as text: an outbox to read, or a log shipper's."""
+
+    not_in_file = ("name",)
+    name: str
+    type: Literal["file"]
+    path: Text
+
+
+Channel = EmailChannel | WebhookChannel | FileChannel
+CHANNEL_TYPES: dict[str, type[EmailChannel] | type[WebhookChannel] | type[FileChannel]] = {
     "email": EmailChannel,
     "webhook": WebhookChannel,
+    "file": FileChannel,
 }
 
 
@@ -567,7 +671,7 @@ def parse_channel(name: str, table: Any, *, origin: str) -> Channel:
         if not isinstance(table, dict):
             err = FieldError("", "must be a table")
         elif kind is None:
-            err = FieldError("type", "is required (email or webhook)")
+            err = FieldError("type", "is required (email, webhook or file)")
         else:
             err = FieldError("type", f"{shown(kind)} is not one of {', '.join(CHANNEL_TYPES)}")
         raise config_error(err, model=EmailChannel, raw=table, prefix=prefix, origin=origin)
@@ -622,7 +726,8 @@ class ConfigFile(_Table, frozen=True):
     sources: Any = None
     snapshots: Any = None
     retention: RetentionConfig = RetentionConfig()
-    report: ReportConfig = ReportConfig()
+    #: Converted by :func:`parse_report` (its errors then name ``report.…``).
+    report: Any = None
     alerts: AlertsConfig = AlertsConfig()
     checks: tuple[Check, ...] = ()
     backfill: BackfillConfig = BackfillConfig()

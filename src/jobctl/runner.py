@@ -780,7 +780,15 @@ def failure(exc: BaseException, clean: Callable[[str], str]) -> Ending:
         return Ending(RunStatus.FAILED, exit_code_of(cause), clean(str(cause)), _trace(exc, clean))
     if isinstance(exc, RunCancelled):  # a child run was cancelled: so is its parent
         return Ending(RunStatus.CANCELLED, exit_code_of(exc), str(exc))
-    message = str(exc) if isinstance(exc, JobctlError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, JobctlError):
+        message = str(exc)
+    else:
+        # A user job's own error (a driver error with its SQL, say): its first line is the
+        # message, the whole of it is in the traceback (``runs show``).
+        from jobctl.db.errors import driver_error, first_line
+
+        kind, text = type(driver_error(exc)).__name__, first_line(exc)
+        message = kind if text == kind else f"{kind}: {text}"
     return Ending(RunStatus.FAILED, exit_code_of(exc), clean(message), _trace(exc, clean))
 
 

@@ -78,7 +78,9 @@ def test_every_table_in_the_schema_is_defined(reflected: MetaData) -> None:
     assert {"runs", "schema_migrations"} <= in_code
 
 
-@pytest.mark.parametrize("name", ["runs", "schema_migrations", "alert_state"])
+@pytest.mark.parametrize(
+    "name", ["runs", "schema_migrations", "alert_state", "feed_state", "report_deliveries"]
+)
 def test_table_definition_matches_the_database(reflected: MetaData, name: str) -> None:
     key = f"{tables.SCHEMA}.{name}"
     db_table = reflected.tables[key]

@@ -802,7 +802,8 @@ def test_defaults_of_the_sections_that_are_absent(tmp_path: Path) -> None:
     assert s.retention.runs == timedelta(days=180)
     assert s.retention.snapshots.day == timedelta(days=90)
     assert s.alerts.escalate_after == 3 and s.alerts.repeat_after == timedelta(hours=24)
-    assert s.report.deliver == "stdout"
+    assert s.report.format == "text" and s.report.channels == () and s.report.recipients is None
+    assert s.report.shows_job_health
 
 
 @pytest.mark.parametrize(
@@ -830,7 +831,14 @@ def test_defaults_of_the_sections_that_are_absent(tmp_path: Path) -> None:
             '[alerts.channels.ops]\ntype = "pager"\n',
             "alerts.channels.ops.type: 'pager' is not one of email,",
         ),
-        ('[report]\ndeliver = "fax"\n', "report.deliver: 'fax' is not one of email, webhook"),
+        ('[report]\nformat = "fax"\n', "report.format: 'fax' is not one of text, markdown,"),
+        ("[report]\nquery_timeout = 0\n", "report.query_timeout: duration 0"),
+        ('[report]\nrecipients = "DELETE FROM u"\n', "report.recipients: starts with 'DELETE'"),
+        (
+            '[report]\nrecipients = "SELECT * FROM u WHERE id = :id"\n',
+            "report.recipients: binds :id; a recipients query may bind :period_start",
+        ),
+        ("[[report.sections]]\ntitle = 'x'\n", "report.sections[0].sql: is required"),
         ("[alerts]\nescalate_after = 0\n", "alerts.escalate_after: 0 is not a whole number >= 1"),
         ("[alerts]\nrepeat_after = 0\n", "alerts.repeat_after: duration 0"),
         ('[jobs.sync]\nalerts = ["ops"]\n', "jobs.sync.alerts: 'ops' is not an alert channel"),
@@ -1011,7 +1019,7 @@ def test_any_snapshot_tables_load_or_raise_a_config_error(
 OTHER_SECTIONS = {
     "backfill": ["jobs", "max_days", "from"],
     "retention": ["runs", "schedules", "snapshots", "policies"],
-    "report": ["sections", "recipients", "deliver", "channels", "path"],
+    "report": ["sections", "recipients", "format", "channels", "templates", "job_health"],
     "alerts": ["channels", "default", "escalate_after", "escalation_channels", "repeat_after"],
 }
 OTHER_VALUES = st.one_of(

@@ -54,6 +54,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cleanup",
         "Delete rows older than each retention policy keeps, in bounded batches.",
     ),
+    "report": (
+        "report",
+        "Render the week's report (job health, your sections) and send it to its recipients.",
+    ),
     "run": (
         "jobs",
         "Run a job registered by your own code, through the runner (lock, ledger, retries).",

@@ -24,7 +24,7 @@ from jobctl.db.engine import Database
 from jobctl.db.errors import translate_source
 from jobctl.errors import DatabaseUnreachable, SourceError
 
-__all__ = ["ITERSIZE", "stream_query"]
+__all__ = ["ITERSIZE", "ReadOnlySession", "stream_query"]
 
 #: Rows fetched per round trip: large enough that the round trips cost little, small
 #: enough that a batch of wide rows stays a few MB.
@@ -94,3 +94,62 @@ def _rows(cur: psycopg.ServerCursor[Any]) -> Iterator[tuple[Any, ...]]:
         yield from cur
     except psycopg.Error as exc:
         raise _failed(exc) from exc
+
+
+class ReadOnlySession:
+    """One connection for many small read-only queries (a report's sections, for every
+    recipient): each runs in a READ ONLY transaction of its own, with the session's
+    time zone and statement timeout, and returns at most ``limit`` rows.
+
+    Errors are :class:`~jobctl.errors.SourceError` (``doing``: the section's name), so
+    a lost connection or a timeout is retried by the runner and a bad query is not.
+    """
+
+    def __init__(self, db: Database, *, timezone: str, statement_timeout: float) -> None:
+        self._db = db
+        self._timezone = timezone
+        self._timeout = f"{max(1, round(statement_timeout * 1000))}ms"
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def __enter__(self) -> ReadOnlySession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            try:
+                conn = self._db.raw(application_name="jobctl report")
+            except DatabaseUnreachable as exc:
+                raise SourceError(str(exc), transient=True) from exc
+            set_json_loads(partial(json.loads, parse_float=Decimal), conn)
+            conn.read_only = True
+            self._conn = conn
+        return self._conn
+
+    def fetch(
+        self, query: str, params: Mapping[str, Any], *, limit: int, doing: str
+    ) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+        """``(column names, up to limit rows)`` of ``query`` (psycopg placeholders)."""
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                conn.execute(
+                    "SELECT set_config('TimeZone', %s, true),"
+                    " set_config('statement_timeout', %s, true)",
+                    (self._timezone, self._timeout),
+                )
+                cur = conn.execute(query, params)
+                columns = tuple(col.name for col in cur.description or ())
+                rows = cur.fetchmany(limit) if cur.description else []
+        except psycopg.Error as exc:
+            if conn.closed or conn.broken:
+                self.close()
+            raise translate_source(exc, doing) from exc
+        return columns, rows

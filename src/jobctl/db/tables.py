@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Integer,
     MetaData,
@@ -93,6 +94,18 @@ alert_state = Table(
     Column("last_alert_at", DateTime(timezone=True)),
     Column("last_alert_run", BigInteger),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# sql/0005: written only by jobctl.db.report_deliveries.
+report_deliveries = Table(
+    "report_deliveries",
+    metadata,
+    Column("period_start", Date, primary_key=True),
+    Column("period_end", Date, primary_key=True),
+    Column("channel", Text, primary_key=True),
+    Column("recipient", Text, primary_key=True),
+    Column("run_id", BigInteger),
+    Column("sent_at", DateTime(timezone=True), nullable=False),
 )
 
 # Columns of the ledger as the user sees them (``runs list --json`` keys).

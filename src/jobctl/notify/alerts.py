@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobctl.config import Settings
-from jobctl.config_models import AlertsConfig, EmailChannel
+from jobctl.config_models import AlertsConfig, EmailChannel, FileChannel
 from jobctl.db import alert_state, ledger
 from jobctl.db.alert_state import Streak
 from jobctl.db.engine import Database
@@ -155,6 +155,11 @@ def _send_one(settings: Settings, alert: Alert, name: str, clean: Clean) -> str:
             "X-Jobctl-Run": str(alert.run_id),
         }
         email.send(channel, alert.subject, alert.body, clean, headers)
+        return "sent"
+    if isinstance(channel, FileChannel):
+        from jobctl.notify import file
+
+        file.send(settings.base_dir / channel.path, alert.subject, alert.body, clean)
         return "sent"
     from jobctl.notify import webhook
 
