@@ -143,7 +143,10 @@ def tick(ctx):
 
 
 def _tick_project(tmp_path: Path, db_url: str | None) -> dict[str, str]:
-    (tmp_path / "jobctl.toml").write_text('jobs_module = "tickjobs.py"\n')
+    # A ping URL, so that a skip is seen to load no HTTP stack for it either.
+    (tmp_path / "jobctl.toml").write_text(
+        'jobs_module = "tickjobs.py"\n\n[jobs.tick]\nping_url = "http://127.0.0.1:9/hc-uuid"\n'
+    )
     (tmp_path / "tickjobs.py").write_text(SKIPPED_JOB)
     env = {
         k: v

@@ -146,7 +146,8 @@ class Settings:
         and percent-decoded), the credentials of HTTP sources written in the file:
         ``token``, secret-looking headers, secret query values of ``url``, and those of
         the alert channels' SMTP passwords, webhook URLs (a Slack-style URL is itself
-        the credential) and their secret-looking headers.
+        the credential) and their secret-looking headers, and the jobs' ping URLs
+        (their path holds the check's UUID or ping key).
         """
         from jobctl.redact import url_secrets
 
@@ -157,6 +158,8 @@ class Settings:
             if source.token is not None:
                 found.append(source.token)
             found += _header_secrets(source.headers)
+        for url in self.ping_urls():
+            found += [url, *url_secrets(url), *_path_tokens(url)]
         for channel in self.channels.values():
             if isinstance(channel, WebhookChannel):
                 found += [channel.url, *url_secrets(channel.url), *_path_tokens(channel.url)]
@@ -164,6 +167,17 @@ class Settings:
             elif isinstance(channel, EmailChannel) and channel.password is not None:
                 found.append(channel.password)
         return list(dict.fromkeys(v for v in found if v))
+
+    def ping_urls(self) -> list[str]:
+        """Every job's ``ping_url``: of the tables, and of ``JOBCTL_<JOB>_PING_URL``
+        variables (a job with no table reads its variable only when it runs)."""
+        urls = [job.ping_url for job in self.jobs.values() if job.ping_url]
+        urls += [v for k, v in self.env.items() if _PING_VAR.match(k) and v]
+        return urls
+
+
+#: ``JOBCTL_<JOB>_PING_URL``: see :func:`job_config`.
+_PING_VAR = re.compile(r"^JOBCTL_\w+_PING_URL$")
 
 
 def _header_secrets(headers: Mapping[str, str]) -> list[str]:

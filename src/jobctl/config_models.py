@@ -135,7 +135,8 @@ class JobConfig(_Table, frozen=True):
     misfire_grace: PositiveDuration | None = None
     params: Params = {}
     description: String | None = None
-    ping_url: String | None = None
+    #: healthchecks.io-style dead-man pings (``/start``, success, ``/fail``); a secret.
+    ping_url: HttpUrl | None = None
     #: ``[alerts.channels.NAME]`` channels this job's alerts go to; None: ``[alerts] default``
     #: (``[]`` silences the job). Names are checked against the channels by the loader.
     alerts: ChannelNames | None = None

@@ -356,6 +356,12 @@ def _http_url(value: object) -> str:
     text = _text(value)
     if not re.match(r"^https?://", text):
         raise ValueError("must start with http:// or https://")
+    try:
+        host = urlsplit(text).hostname
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number
+        host = None
+    if not host:
+        raise ValueError("is not a URL with a host (write e.g. https://example.org/path)")
     return text
 
 

@@ -153,6 +153,8 @@ class Runner:
         self.spare_connection_wait = SPARE_CONNECTION_WAIT
         # The one redaction of this runner's output: log tail, error texts, runs.source.
         self.secrets = Redactor([*settings.secrets(), *url_secrets(db.url)])
+        #: The pings sent so far by each run still open (see _ping): stored on its row.
+        self._pings: dict[int, dict[str, str]] = {}
 
     # -- the public entry point ------------------------------------------------
     def run(self, name: str, options: RunOptions | None = None) -> RunOutcome:
@@ -245,7 +247,12 @@ class Runner:
         if not self.db.embedded and not self.db.spare_connection_within(wait):
             inv.lock.release()  # gives its server connection back, so the row can be written
             message = _pool_message(inv.name, wait)
-            return self._skip(inv, message, ExitCode.FAILED, inv.slot, RunStatus.FAILED)
+            failed = self._skip(inv, message, ExitCode.FAILED, inv.slot, RunStatus.FAILED)
+            # No /start was sent; the check still hears that this tick failed.
+            if failed.run_id is not None:
+                ending = Ending(RunStatus.FAILED, ExitCode.FAILED, message)
+                self._end_ping(inv, failed.run_id, ending)
+            return failed
         return self._run_locked(inv)
 
     def _held_message(self, inv: Invocation) -> str:
@@ -295,6 +302,9 @@ class Runner:
             return RunOutcome(
                 inv.name, run_id, RunStatus.SKIPPED, ExitCode.OK, reason, scheduled_for=inv.slot
             )
+        # After the row is committed (the ping names its run) and before any work, a
+        # catch-up's included: the check measures the whole tick.
+        self._ping(inv, run_id, "start")
         if (
             inv.cfg.catchup == "all"
             and inv.slot is not None
@@ -306,6 +316,9 @@ class Runner:
             if cancelled:
                 first = cancelled[0]
                 self._finish_unstarted(run_id, RunStatus.CANCELLED, first.message)
+                self._end_ping(
+                    inv, run_id, Ending(RunStatus.CANCELLED, first.exit_code, first.message)
+                )
                 return RunOutcome(
                     inv.name,
                     run_id,
@@ -443,6 +456,8 @@ class Runner:
             stats.setdefault("records_before_failure", counters.total)
         partition = ctx.partition if ctx is not None else None
         source = self.secrets.url(ctx.source) if ctx is not None and ctx.source else None
+        if run_id in self._pings:
+            stats["pings"] = dict(self._pings[run_id])
         recorded = False
         try:
             with self.db.begin() as conn:
@@ -470,6 +485,11 @@ class Runner:
             alerts = self._alerts(inv.name, run_id, end.status)
             if alerts is not None:
                 stats["alerts"] = alerts
+            # Last: a ping holds the lock for seconds at worst, and tells the ledger's end.
+            pings = self._end_ping(inv, run_id, end)
+            if pings is not None:
+                stats["pings"] = pings
+        self._pings.pop(run_id, None)
         return RunOutcome(
             inv.name,
             run_id,
@@ -507,6 +527,60 @@ class Runner:
                 extra={"action": "alert.failed", "run_id": run_id, "job": job},
             )
             return None
+
+    def _pinged(self, inv: Invocation) -> str | None:
+        """The job's ping URL, when this run pings (see jobctl.notify.pings)."""
+        if inv.options.dry_run or inv.options.parent_id is not None:
+            return None
+        return inv.cfg.ping_url
+
+    def _ping(
+        self, inv: Invocation, run_id: int, kind: str, message: str | None = None
+    ) -> dict[str, str] | None:
+        """Send one ping about the run; the run's pings so far (None: it does not ping).
+        Only then is the HTTP stack imported; whatever happens is logged, never raised."""
+        url = self._pinged(inv)
+        if url is None:
+            return None
+        sent = self._pings.setdefault(run_id, {})
+        try:
+            from jobctl.notify import pings
+
+            sent[kind] = pings.send(kind, url, inv.name, run_id, self._clean, message)
+        except Exception as exc:
+            sent[kind] = self._clean(f"failed: {type(exc).__name__}: {exc}")
+            log.error(
+                "%s: %s ping for run %s %s",
+                inv.name,
+                kind,
+                run_id,
+                sent[kind],
+                extra={"action": "ping.failed", "run_id": run_id, "job": inv.name},
+            )
+        return sent
+
+    def _end_ping(self, inv: Invocation, run_id: int, end: Ending) -> dict[str, Any] | None:
+        """The success or ``/fail`` ping of a run whose end is recorded, added to its
+        ``stats["pings"]``. A failure to store that is logged: the run has ended."""
+        if end.status == RunStatus.COMPLETED:
+            sent = self._ping(inv, run_id, "success")
+        else:
+            sent = self._ping(inv, run_id, "fail", f"{end.status}: {end.message or ''}")
+        if sent is None:
+            return None
+        self._pings.pop(run_id, None)
+        try:
+            with self.db.begin() as conn:
+                ledger.note_stats(conn, run_id, {"pings": sent})
+        except Exception as exc:
+            log.error(
+                "%s: could not record the pings of run %s: %s",
+                inv.name,
+                run_id,
+                self._clean(f"{type(exc).__name__}: {exc}"),
+                extra={"action": "ping.failed", "run_id": run_id, "job": inv.name},
+            )
+        return dict(sent)
 
     def _finish_unstarted(self, run_id: int, status: RunStatus, message: str) -> None:
         with self.db.begin() as conn:
@@ -742,18 +816,32 @@ class _Attempts:
 def alert_after_sweep(
     settings: Settings, db: Database, dead: list[int], clean: Callable[[str], str] | None = None
 ) -> None:
-    """Alerts for the runs a sweep just marked ``abandoned`` (every sweep calls this with
-    what it returned). Only then are the alert modules imported; a failure is logged."""
-    if not dead or not settings.channels:
+    """Alerts and ``/fail`` pings for the runs a sweep just marked ``abandoned`` (every
+    sweep calls this with what it returned). Only then are the notify modules imported;
+    a failure is logged."""
+    pinging = bool(settings.ping_urls())
+    if not dead or not (settings.channels or pinging):
         return
     if clean is None:
         clean = Redactor([*settings.secrets(), *url_secrets(db.url)]).text
-    try:
-        from jobctl.notify.alerts import after_sweep
+    if settings.channels:
+        try:
+            from jobctl.notify.alerts import after_sweep
 
-        after_sweep(settings, db, clean, dead)
-    except Exception as exc:
-        log.error("alerts for abandoned run(s) failed: %s", clean(f"{type(exc).__name__}: {exc}"))
+            after_sweep(settings, db, clean, dead)
+        except Exception as exc:
+            failed = clean(f"{type(exc).__name__}: {exc}")
+            log.error("alerts for abandoned run(s) failed: %s", failed)
+    if pinging:
+        try:
+            from jobctl.notify import pings
+
+            pings.after_sweep(settings, db, clean, dead)
+        except Exception as exc:
+            failed = clean(f"{type(exc).__name__}: {exc}")
+            log.error(
+                "pings for abandoned run(s) failed: %s", failed, extra={"action": "ping.failed"}
+            )
 
 
 def _abandoned(job: str, run_id: int, end: Ending) -> Ending:
