@@ -14,3 +14,16 @@ def cpu_model() -> str:
     except OSError:
         pass
     return "?"
+
+
+def stop_embedded_server(data_dir: Path) -> None:
+    """Stop the embedded server of ``data_dir`` (if this run started one) and wait for it."""
+    import time
+
+    from jobctl.db.embedded import stop_embedded
+
+    if stop_embedded(data_dir):
+        for _ in range(100):
+            if not (data_dir / "pg" / "postmaster.pid").exists():
+                return
+            time.sleep(0.1)

@@ -11,7 +11,7 @@ first line, raised while the rows are read, so a sync applies nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from functools import partial
@@ -98,11 +98,12 @@ def _rows(cur: psycopg.ServerCursor[Any]) -> Iterator[tuple[Any, ...]]:
 
 class ReadOnlySession:
     """One connection for many small read-only queries (a report's sections, for every
-    recipient): each runs in a READ ONLY transaction of its own, with the session's
-    time zone and statement timeout, and returns at most ``limit`` rows.
+    recipient). The time zone and statement timeout are set once for the session;
+    each :meth:`fetch` runs its queries in one READ ONLY transaction (psycopg sends
+    ``BEGIN READ ONLY``): the server refuses a write, whatever a query calls.
 
-    Errors are :class:`~jobctl.errors.SourceError` (``doing``: the section's name), so
-    a lost connection or a timeout is retried by the runner and a bad query is not.
+    Errors are :class:`~jobctl.errors.SourceError` named after the query (``doing``),
+    so a lost connection or a timeout is retried by the runner and a bad query is not.
     """
 
     def __init__(self, db: Database, *, timezone: str, statement_timeout: float) -> None:
@@ -128,28 +129,39 @@ class ReadOnlySession:
                 conn = self._db.raw(application_name="jobctl report")
             except DatabaseUnreachable as exc:
                 raise SourceError(str(exc), transient=True) from exc
-            set_json_loads(partial(json.loads, parse_float=Decimal), conn)
-            conn.read_only = True
+            try:
+                set_json_loads(partial(json.loads, parse_float=Decimal), conn)
+                conn.autocommit = True
+                conn.execute(
+                    "SELECT set_config('TimeZone', %s, false),"
+                    " set_config('statement_timeout', %s, false)",
+                    (self._timezone, self._timeout),
+                )
+                conn.autocommit = False
+                conn.read_only = True
+            except psycopg.Error as exc:
+                conn.close()
+                raise translate_source(exc, "setting up the report's connection") from exc
             self._conn = conn
         return self._conn
 
     def fetch(
-        self, query: str, params: Mapping[str, Any], *, limit: int, doing: str
-    ) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
-        """``(column names, up to limit rows)`` of ``query`` (psycopg placeholders)."""
+        self, queries: Sequence[tuple[str, Mapping[str, Any], int, str]]
+    ) -> list[tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
+        """For each ``(query, params, limit, doing)`` (psycopg placeholders): its column
+        names and up to ``limit`` rows, all read in one transaction."""
         conn = self._connection()
+        results: list[tuple[tuple[str, ...], list[tuple[Any, ...]]]] = []
         try:
             with conn.transaction():
-                conn.execute(
-                    "SELECT set_config('TimeZone', %s, true),"
-                    " set_config('statement_timeout', %s, true)",
-                    (self._timezone, self._timeout),
-                )
-                cur = conn.execute(query, params)
-                columns = tuple(col.name for col in cur.description or ())
-                rows = cur.fetchmany(limit) if cur.description else []
+                for query, params, limit, _ in queries:
+                    cur = conn.execute(query, params)
+                    columns = tuple(col.name for col in cur.description or ())
+                    results.append((columns, cur.fetchmany(limit) if cur.description else []))
         except psycopg.Error as exc:
             if conn.closed or conn.broken:
                 self.close()
+            # the query that failed: the first without a result (COMMIT's: the last)
+            doing = queries[min(len(results), len(queries) - 1)][3] if queries else "query"
             raise translate_source(exc, doing) from exc
-        return columns, rows
+        return results

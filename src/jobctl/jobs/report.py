@@ -29,6 +29,7 @@ those only. ``--no-send`` renders to stdout (or ``--output``) and sends nothing.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -50,9 +51,11 @@ from jobctl.durations import parse_date
 from jobctl.errors import JobError, UsageError
 from jobctl.jobspec import JobSpec, Planning, stored_params
 from jobctl.periods import period_containing
-from jobctl.sqltext import parse_query
+from jobctl.sqltext import ParsedQuery, parse_query
 
 if TYPE_CHECKING:  # the context brings SQLAlchemy, the renderer Jinja2: not for a skipped tick
+    from sqlalchemy import Connection
+
     from jobctl.context import RunContext
     from jobctl.db.query import ReadOnlySession
     from jobctl.reports.model import Report, ReportPeriod, SectionTable
@@ -219,7 +222,7 @@ def _recipients(
         return None
     parsed = parse_query(report.recipients)
     binds = {k: v for k, v in period.binds().items() if k in parsed.params}
-    columns, rows = session.fetch(parsed.text, binds, limit=10_000_000, doing="recipients query")
+    ((columns, rows),) = session.fetch([(parsed.text, binds, 10_000_000, "recipients query")])
     needed = {p for s in report.sections for p in parse_query(s.sql).params}
     missing = sorted(needed - set(columns) - set(period.binds()))
     if missing:
@@ -236,26 +239,32 @@ def _sections(
     period: ReportPeriod,
     recipient: Mapping[str, Any] | None,
 ) -> list[SectionTable]:
+    """The sections of one report, read in one transaction (one snapshot of the data)."""
     from jobctl.reports.model import SectionTable
 
     values = {**(recipient or {}), **period.binds()}
-    tables = []
+    queries = []
     for section in report.sections:
-        parsed = parse_query(section.sql)
+        parsed = _parsed(section.sql)
         binds = {p: values[p] for p in parsed.params}
-        columns, rows = session.fetch(
-            parsed.text, binds, limit=section.max_rows + 1, doing=f"section {section.title!r}"
+        queries.append((parsed.text, binds, section.max_rows + 1, f"section {section.title!r}"))
+    return [
+        SectionTable(
+            section.title,
+            columns,
+            rows[: section.max_rows],
+            section.description,
+            truncated=len(rows) > section.max_rows,
         )
-        tables.append(
-            SectionTable(
-                section.title,
-                columns,
-                rows[: section.max_rows],
-                section.description,
-                truncated=len(rows) > section.max_rows,
-            )
+        for section, (columns, rows) in zip(
+            report.sections, session.fetch(queries) if queries else [], strict=True
         )
-    return tables
+    ]
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(query: str) -> ParsedQuery:
+    return parse_query(query)
 
 
 @dataclass
@@ -300,12 +309,33 @@ class _Delivery:
             with ctx.transaction() as conn:
                 self.done = report_deliveries.delivered(conn, period.start, period.end)
         self._mailers: dict[str, Any] = {}
+        self._conn: Connection | None = None
         self._given_up: dict[str, str] = {}
         self._in_a_row: dict[str, int] = {}
 
     def close(self) -> None:
         for mailer in self._mailers.values():
             mailer.close()
+        if self._conn is not None:
+            self._conn.close()
+
+    def _record(self, channel: str, recipient: str) -> None:
+        """Record one delivery in a transaction of its own, fenced like every one of the
+        run's, on one connection kept for the run (a connection per mail would cost more
+        than the mail)."""
+        from jobctl.db import report_deliveries
+
+        if self._conn is None:
+            self._conn = self.ctx.db.open_connection()
+        with self._conn.begin():
+            report_deliveries.record(
+                self._conn,
+                self.period.start,
+                self.period.end,
+                [(channel, recipient)],
+                self.ctx.run_id,
+            )
+            self.ctx.db.check_before_commit(self._conn)
 
     def deliver(self, report: Report) -> None:
         for channel in self.channels:
@@ -317,7 +347,6 @@ class _Delivery:
                 self._one(channel, report.address or "", report)
 
     def _one(self, to: Channel, recipient: str, report: Report) -> None:
-        from jobctl.db import report_deliveries
         from jobctl.notify import DeliveryFailed, RecipientRefused
 
         channel = to.name
@@ -344,10 +373,7 @@ class _Delivery:
                     self._given_up[channel] = f"{CHANNEL_GIVE_UP} failures in a row: {exc}"
             return
         self._in_a_row[channel] = 0
-        with self.ctx.transaction() as conn:
-            report_deliveries.record(
-                conn, self.period.start, self.period.end, [(channel, recipient)], self.ctx.run_id
-            )
+        self._record(channel, recipient)
         self.done.add((channel, recipient))
         self.tally.sent += 1
 
