@@ -248,9 +248,12 @@ class Runner:
             inv.lock.release()  # gives its server connection back, so the row can be written
             message = _pool_message(inv.name, wait)
             failed = self._skip(inv, message, ExitCode.FAILED, inv.slot, RunStatus.FAILED)
-            # No /start was sent; the check still hears that this tick failed.
+            # No /start was sent; the check still hears that this tick failed, and the
+            # job's channels that it did (a failed run like any other).
             if failed.run_id is not None:
                 ending = Ending(RunStatus.FAILED, ExitCode.FAILED, message)
+                if not inv.options.dry_run:
+                    self._alerts(inv.name, failed.run_id, RunStatus.FAILED)
                 self._end_ping(inv, failed.run_id, ending)
             return failed
         return self._run_locked(inv)

@@ -294,6 +294,26 @@ def test_a_webhook_that_is_down_changes_no_outcome(
     app.close()
 
 
+def test_an_alert_that_reached_no_channel_is_sent_at_the_next_failure(
+    project: Path, db_url: str, psql: psycopg.Connection[Any], local_http_server: HTTPTestServer
+) -> None:
+    # the first failure's alert finds the hook answering 400 (not retried); the second
+    # failure's alert goes through: the first alert was not lost behind its claim
+    local_http_server.serve("/flaky", b"ok", statuses=[400])
+    app = make_app(project, db_url, hook_toml(local_http_server.url("/flaky")), ENV)
+    first, second, third = boom(app), boom(app), boom(app)
+    first_alert = alerts_of(psql, first.run_id)
+    assert first_alert["kind"] == "failure" and first_alert["channels"]["hook"].startswith("failed")
+    assert first_alert["note"] == "not delivered: the next failure sends it again"
+    second_alert = alerts_of(psql, second.run_id)
+    assert second_alert["kind"] == "failure" and second_alert["channels"] == {"hook": "sent"}
+    assert alerts_of(psql, third.run_id)["kind"] == "escalation"  # the 3rd in a row
+    texts = [json.loads(r.body)["text"] for r in local_http_server.requests_for("/flaky")]
+    assert len(texts) == 3
+    assert f"FAILED: boom (run {second.run_id})" in texts[1]
+    app.close()
+
+
 def test_the_command_exit_code_is_the_jobs_own_with_a_webhook_down(cli: Cli, project: Path) -> None:
     with (project / "jobctl.toml").open("a") as f:
         f.write(hook_toml(f"http://127.0.0.1:{free_port()}/hook"))

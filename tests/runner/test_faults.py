@@ -257,6 +257,9 @@ def test_server_restart_or_stop_mid_run(project: Path, own_server: Cli, fault: s
 def test_pool_of_one_records_the_run_and_names_the_pool(
     project: Path, db_url: str, psql: psycopg.Connection[Any]
 ) -> None:
+    with (project / "jobctl.toml").open("a") as f:
+        f.write('\n[alerts]\ndefault = ["log"]\n[alerts.channels.log]\ntype = "file"\n')
+        f.write('path = "alerts.txt"\n')
     with pgbouncer_url(db_url, pool_size=1) as url:
         environ = {"DATABASE_URL": url, "HOME": str(project)}
         app = App(load_settings(config_path=project / "jobctl.toml", environ=environ))
@@ -273,6 +276,9 @@ def test_pool_of_one_records_the_run_and_names_the_pool(
         "SELECT status, error_message FROM jobctl.runs WHERE id = %s", (outcome.run_id,)
     ).fetchone()
     assert row is not None and row[0] == "failed" and "pool" in row[1]
+    # a failed run like any other: its job's channels hear of it
+    alert = (project / "alerts.txt").read_text()
+    assert f"FAILED: sleepy (run {outcome.run_id})" in alert and "pool" in alert
 
 
 def test_pool_of_two_runs_normally(

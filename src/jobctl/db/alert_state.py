@@ -7,6 +7,8 @@ while another sweeps an abandoned run of the same job) never both send one alert
 * :func:`count_failure` adds a failed run to the streak, once per run id;
 * :func:`claim` takes the right to send an alert as a compare-and-set on the state
   the decision was made from: of two processes that saw the same state, one wins;
+* :func:`release` gives a claim back when its alert reached no channel, so that the
+  next failure tries again instead of the alert being lost;
 * :func:`end_streak` resets the streak at a completed run and returns the streak
   it ended, to the one process whose statement reset it.
 """
@@ -69,6 +71,25 @@ def claim(conn: Connection, seen: Streak, kind: str, run_id: int) -> bool:
         " WHERE job = %(job)s AND failures > 0"
         " AND last_alert_kind IS NOT DISTINCT FROM %(seen_kind)s"
         " AND last_alert_at IS NOT DISTINCT FROM %(seen_at)s",
+        {
+            "kind": kind,
+            "run": run_id,
+            "job": seen.job,
+            "seen_kind": seen.last_alert_kind,
+            "seen_at": seen.last_alert_at,
+        },
+    )
+    return result.rowcount == 1
+
+
+def release(conn: Connection, seen: Streak, kind: str, run_id: int) -> bool:
+    """Undo :func:`claim` of ``kind`` for ``run_id`` (its delivery failed on every channel):
+    the job's last alert is again the one ``seen`` had, so the next failure sends it
+    anew. Guarded: a claim made since by another process is left alone."""
+    result = conn.exec_driver_sql(
+        "UPDATE jobctl.alert_state SET last_alert_kind = %(seen_kind)s,"
+        " last_alert_at = %(seen_at)s, last_alert_run = NULL, updated_at = now()"
+        " WHERE job = %(job)s AND last_alert_kind = %(kind)s AND last_alert_run = %(run)s",
         {
             "kind": kind,
             "run": run_id,

@@ -221,7 +221,14 @@ def on_failure(
     targets = escalation_channels(settings, job) if kind in _ESCALATED else channels
     subject, body = compose(kind, run, streak, clean)
     alert = Alert(kind, job, run_id, subject, body, _SEVERITY[kind], targets)
-    return {**deliver(settings, alert, clean), "streak": streak.failures}
+    result = {**deliver(settings, alert, clean), "streak": streak.failures}
+    if targets and all(v != "sent" for v in result["channels"].values()):
+        # Reached nobody: give the claim back, so the next failure sends it again
+        # rather than a reminder a day later (or never).
+        with db.begin() as conn:
+            if alert_state.release(conn, streak, kind, run_id):
+                result["note"] = "not delivered: the next failure sends it again"
+    return result
 
 
 def _quiet(streak: Streak, settings: Settings) -> str:
