@@ -355,23 +355,29 @@ def test_a_refused_recipient_is_named_and_the_others_still_get_theirs(
 ) -> None:
     cellar_project(project, cli, psql, refusing_smtp.port)
     psql.execute("INSERT INTO users VALUES (4, 'dee@example.org', 'Dee', true)")
+    # a row whose address would inject a header: refused before any SMTP
+    psql.execute(
+        "INSERT INTO users VALUES (5, E'eve@example.org\\nBcc: all@example.org', 'Eve', true)"
+    )
     result = cli("report", "--date", "2026-11-25", env=ENV)
     assert result.code == 1, result.stderr
-    assert "report: 2 sent, 1 failed" in result.stderr
+    assert "report: 2 sent, 2 failed" in result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(by_recipient(refusing_smtp)) == ["ann@example.org", "dee@example.org"]
     run = last_run(psql)
-    assert run["status"] == "failed" and run["records_errors"] == 1
-    assert "1 of 3 report deliveries failed" in run["error_message"]
-    (failure,) = run["stats"]["failures"]
-    assert failure["to"] == "bob@example.org" and "no such mailbox" in failure["error"]
+    assert run["status"] == "failed" and run["records_errors"] == 2
+    assert "2 of 4 report deliveries failed" in run["error_message"]
+    bob, eve = run["stats"]["failures"]
+    assert bob["to"] == "bob@example.org" and "no such mailbox" in bob["error"]
+    assert eve["error"].startswith("not an e-mail address: 'eve@example.org\\nBcc:")
+    assert all("Bcc" not in str(m) for m in refusing_smtp.messages)
     sent = psql.execute(
         "SELECT recipient FROM jobctl.report_deliveries ORDER BY recipient"
     ).fetchall()
     assert [r[0] for r in sent] == ["ann@example.org", "dee@example.org"]
     # the next run tries Bob only
     again = cli("report", "--date", "2026-11-25", env=ENV)
-    assert again.code == 1 and "report: 0 sent, 1 failed (2 sent before)" in again.stderr
+    assert again.code == 1 and "report: 0 sent, 2 failed (2 sent before)" in again.stderr
     assert len(refusing_smtp.messages) == 2
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,10 @@ FAILURES_KEPT = 50
 CHANNEL_GIVE_UP = 3
 #: A webhook message is cut here (Slack takes about 40,000 characters).
 WEBHOOK_TEXT_MAX = 35_000
+
+#: One plain address (what a recipients row must hold): no spaces, commas, angle
+#: brackets or line breaks, one ``@`` with something on both sides.
+_ADDRESS = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+$")
 
 #: Writes rendered text where the command shows it (stdout); jobs never print.
 Sink = Callable[[str], None]
@@ -355,6 +360,10 @@ class _Delivery:
             return
         if channel in self._given_up:
             self.tally.fail(channel, recipient, f"not sent: {self._given_up[channel]}")
+            return
+        if isinstance(to, EmailChannel) and not _ADDRESS.match(recipient):
+            # from a recipients row: a header injection or a typo, never a mail
+            self.tally.fail(channel, recipient, f"not an e-mail address: {recipient!r}")
             return
         self.ctx.check_lock()  # a mail is a side effect no transaction can take back
         try:
