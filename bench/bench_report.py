@@ -50,7 +50,7 @@ import psycopg
 from aiosmtpd.controller import Controller
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model, stop_embedded_server
+from _common import cpu_model, jobctl_env, server_url, stop_server, uses_embedded
 
 VENV_BIN = Path(sys.executable).parent
 JOBCTL = str(VENV_BIN / "jobctl")
@@ -183,14 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="jobctl-bench-report-"))
-    embedded = not os.environ.get("DATABASE_URL")
+    embedded = uses_embedded()
     inbox = Inbox()
     port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    env["JOBCTL_CONFIG"] = str(tmp / "jobctl.toml")
-    env["JOBCTL_DATA_DIR"] = str(tmp / "data")
+    env = jobctl_env(tmp / "jobctl.toml", tmp / "data")
     toml = CONFIG.format(port=port) + "".join(
         f'\n[[report.sections]]\ntitle = "{title}"\nsql = """{sql}\n"""\n'
         for title, sql in SECTIONS.items()
@@ -198,14 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     (tmp / "jobctl.toml").write_text(toml)
     try:
         subprocess.run([JOBCTL, "db", "upgrade"], env=env, cwd=tmp, check=True, capture_output=True)
-        if embedded:
-            from jobctl.db.embedded import embedded_url
-
-            url, _ = embedded_url(tmp / "data")
-        else:
-            from jobctl.db.engine import normalise_url
-
-            url = normalise_url(os.environ["DATABASE_URL"])
+        url = server_url(tmp / "data")
         with psycopg.connect(url, autocommit=True) as conn:
             version = conn.execute("SHOW server_version").fetchone()
             # one script of several statements: sent as a simple query, the sizes pasted in
@@ -284,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         controller.stop()
         asyncio.set_event_loop(None)
         if embedded:
-            stop_embedded_server(tmp / "data")
+            stop_server(tmp / "data")
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -59,14 +59,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from _common import cpu_model
+from _common import VENV_BIN, cpu_model, jobctl_env, server_url, stop_server, uses_embedded
 from psycopg import sql
 
 from jobctl.db.snapshots import bind
 from jobctl.periods import Period
 
 HERE = Path(__file__).resolve().parent
-VENV_BIN = Path(sys.executable).parent
 JOBCTL = shutil.which("jobctl", path=str(VENV_BIN)) or "jobctl"
 SET = "events_daily"
 SNAP_TABLE = "snap_events_daily"
@@ -375,12 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     days = ndays if a.days is None else max(1, min(a.days, ndays))
 
     tmp = Path(tempfile.mkdtemp(prefix="jobctl-bench-snapshot-"))
-    embedded = not os.environ.get("DATABASE_URL")
+    embedded = uses_embedded()
     data_dir = a.data_dir if a.keep else tmp / "data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    env["JOBCTL_CONFIG"] = str(tmp / "jobctl.toml")
-    env["JOBCTL_DATA_DIR"] = str(data_dir)
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env = jobctl_env(tmp / "jobctl.toml", data_dir)
     (tmp / "jobctl.toml").write_text(CONFIG.format(set=SET, table=SNAP_TABLE, query=QUERY))
     bench: Bench | None = None
     started = time.perf_counter()
@@ -392,14 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             + (f" (embedded server in {data_dir})" if embedded else ""),
             flush=True,
         )
-        if embedded:
-            from jobctl.db.embedded import embedded_url
-
-            url, _ = embedded_url(data_dir)
-        else:
-            from jobctl.db.engine import normalise_url
-
-            url = normalise_url(os.environ["DATABASE_URL"])
+        url = server_url(data_dir)
         bench = Bench(url, env, tmp)
         conn = bench.conn
         version = conn.execute("SHOW server_version").fetchone()[0]
@@ -588,13 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
             bench.conn.close()
         if embedded:
-            from jobctl.db.embedded import stop_embedded
-
-            if stop_embedded(data_dir):
-                for _ in range(100):
-                    if not (data_dir / "pg" / "postmaster.pid").exists():
-                        break
-                    time.sleep(0.1)
+            stop_server(data_dir)
         if a.keep:
             print("kept: events table" + (f", data directory {data_dir}" if embedded else ""))
         shutil.rmtree(tmp, ignore_errors=True)

@@ -47,12 +47,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from _common import cpu_model
+from _common import VENV_BIN, cpu_model, jobctl_env, server_url, stop_server, uses_embedded
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 GEN = ROOT / "tests" / "fixtures" / "feeds.py"  # standard library only: runs as a script
-VENV_BIN = Path(sys.executable).parent
 JOBCTL = shutil.which("jobctl", path=str(VENV_BIN)) or "jobctl"
 PSQL = shutil.which("psql") or "/usr/bin/psql"
 TIME = "/usr/bin/time"
@@ -410,12 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         a.profile.mkdir(parents=True, exist_ok=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="jobctl-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCTL_")}
-    env["JOBCTL_CONFIG"] = str(tmp / "jobctl.toml")
-    env["JOBCTL_DATA_DIR"] = str(tmp / "data")
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env = jobctl_env(tmp / "jobctl.toml", tmp / "data")
     (tmp / "jobctl.toml").write_text(CONFIG.format(path=json.dumps(str(v1.path)), table=TABLE))
-    embedded = not os.environ.get("DATABASE_URL")
+    embedded = uses_embedded()
     data_dir = tmp / "data"
     bench: Bench | None = None
     try:
@@ -425,14 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             f"jobctl db upgrade: {time.perf_counter() - t0:.1f}s"
             + (f" (embedded server started in {data_dir})" if embedded else "")
         )
-        if embedded:
-            from jobctl.db.embedded import embedded_url
-
-            url, _ = embedded_url(data_dir)
-        else:
-            from jobctl.db.engine import normalise_url
-
-            url = normalise_url(os.environ["DATABASE_URL"])
+        url = server_url(data_dir)
         bench = Bench(url, env, tmp, a.vacuum, a.profile)
         if bench.admin.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()[0] is not None:
             raise SystemExit(f"table {TABLE!r} already exists in this database: use an empty one")
@@ -587,13 +576,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept: {tmp} (JOBCTL_CONFIG={env['JOBCTL_CONFIG']} JOBCTL_DATA_DIR={data_dir})")
         else:
             if embedded:
-                from jobctl.db.embedded import stop_embedded
-
-                if stop_embedded(data_dir):
-                    for _ in range(100):
-                        if not (data_dir / "pg" / "postmaster.pid").exists():
-                            break
-                        time.sleep(0.1)
+                stop_server(data_dir)
             shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -214,6 +214,8 @@ def test_batches_are_bounded(
     assert outcome.status == "completed", outcome.message
     stats = outcome.stats["policies"]["logs"]
     assert (stats["deleted"], stats["batches"]) == (10, 4)
+    # The longest of the four batches (not its size: no timed tests).
+    assert isinstance(stats["longest_batch_ms"], float) and stats["longest_batch_ms"] >= 0
     assert ids(psql) == [11]
 
 

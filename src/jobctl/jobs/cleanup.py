@@ -28,6 +28,7 @@ the run ends ``failed`` naming it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -200,6 +201,11 @@ def _count(tallies: list[dict[str, Any]], key: str, number: int) -> None:
         tally[key] = tally.get(key, 0) + number
 
 
+def _longest(tallies: list[dict[str, Any]], ms: float) -> None:
+    for tally in tallies:
+        tally["longest_batch_ms"] = max(tally.get("longest_batch_ms", 0.0), round(ms, 1))
+
+
 def _delete(
     ctx: RunContext,
     policy: Policy,
@@ -216,7 +222,10 @@ def _delete(
     while True:
         ctx.check_lock()  # between batches; each batch's commit is fenced too
         with ctx.transaction() as conn:
+            began = time.monotonic()
             count = retention.delete_batch(conn, target, key, policy.batch_size)
+        # From the DELETE to its commit: how long the batch held its row locks.
+        _longest(tallies, (time.monotonic() - began) * 1000)
         # Counted once committed: a killed run's last batch, rolled back, is not.
         batches += 1
         deleted += count
