@@ -151,6 +151,17 @@ class RunContext:
         with self.db.begin() as conn:
             yield conn
 
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One connection kept for many short transactions (cleanup's batches, report's
+        deliveries): ``with session.transaction() as conn`` commits each, fenced as
+        :meth:`transaction` does, without a new connection (and its 10-20 ms) each time."""
+        kept = Session(self.db)
+        try:
+            yield kept
+        finally:
+            kept.close()
+
     def _finish(self, ok: bool) -> None:
         conn, self._conn = self._conn, None
         if conn is None:
@@ -169,6 +180,40 @@ class RunContext:
         except Exception as exc:
             self.log.debug("rollback after failure: %s", exc)
         _close_quietly(conn)
+
+
+class Session:
+    """A connection reused by one transaction after another (see RunContext.session)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._conn: Connection | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        if self._conn is None:
+            self._conn = self._db.open_connection()
+        conn = self._conn
+        try:
+            with conn.begin():
+                yield conn
+                self._db.check_before_commit(conn)
+        except BaseException as exc:
+            # Whatever failed may have broken the connection (a killed backend): the
+            # next transaction starts on a new one.
+            self.close()
+            from sqlalchemy.exc import DBAPIError
+
+            if isinstance(exc, DBAPIError):
+                from jobctl.db.errors import translate
+
+                raise translate(exc, "database error") from exc
+            raise
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _close_quietly(conn)
 
 
 def _close_quietly(conn: Connection) -> None:

@@ -219,21 +219,22 @@ def _delete(
     _count(tallies, "deleted", 0)
     _count(tallies, "batches", 0)
     deleted = batches = 0
-    while True:
-        ctx.check_lock()  # between batches; each batch's commit is fenced too
-        with ctx.transaction() as conn:
-            began = time.monotonic()
-            count = retention.delete_batch(conn, target, key, policy.batch_size)
-        # From the DELETE to its commit: how long the batch held its row locks.
-        _longest(tallies, (time.monotonic() - began) * 1000)
-        # Counted once committed: a killed run's last batch, rolled back, is not.
-        batches += 1
-        deleted += count
-        ctx.counters.add({"deleted": count})
-        _count(tallies, "deleted", count)
-        _count(tallies, "batches", 1)
-        if count < policy.batch_size:
-            break
+    with ctx.session() as session:
+        while True:
+            ctx.check_lock()  # between batches; each batch's commit is fenced too
+            with session.transaction() as conn:
+                began = time.monotonic()
+                count = retention.delete_batch(conn, target, key, policy.batch_size)
+            # From the DELETE to its commit: how long the batch held its row locks.
+            _longest(tallies, (time.monotonic() - began) * 1000)
+            # Counted once committed: a killed run's last batch, rolled back, is not.
+            batches += 1
+            deleted += count
+            ctx.counters.add({"deleted": count})
+            _count(tallies, "deleted", count)
+            _count(tallies, "batches", 1)
+            if count < policy.batch_size:
+                break
     ctx.log.info(
         "policy %s: deleted %d rows from %s with %s before %s (%d batches)",
         _named(policy, part),

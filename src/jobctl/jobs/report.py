@@ -55,8 +55,6 @@ from jobctl.periods import period_containing
 from jobctl.sqltext import ParsedQuery, parse_query
 
 if TYPE_CHECKING:  # the context brings SQLAlchemy, the renderer Jinja2: not for a skipped tick
-    from sqlalchemy import Connection
-
     from jobctl.context import RunContext
     from jobctl.db.query import ReadOnlySession
     from jobctl.reports.model import Report, ReportPeriod, SectionTable
@@ -314,15 +312,16 @@ class _Delivery:
             with ctx.transaction() as conn:
                 self.done = report_deliveries.delivered(conn, period.start, period.end)
         self._mailers: dict[str, Any] = {}
-        self._conn: Connection | None = None
+        from jobctl.context import Session
+
+        self._session = Session(ctx.db)
         self._given_up: dict[str, str] = {}
         self._in_a_row: dict[str, int] = {}
 
     def close(self) -> None:
         for mailer in self._mailers.values():
             mailer.close()
-        if self._conn is not None:
-            self._conn.close()
+        self._session.close()
 
     def _record(self, channel: str, recipient: str) -> None:
         """Record one delivery in a transaction of its own, fenced like every one of the
@@ -330,17 +329,10 @@ class _Delivery:
         than the mail)."""
         from jobctl.db import report_deliveries
 
-        if self._conn is None:
-            self._conn = self.ctx.db.open_connection()
-        with self._conn.begin():
+        with self._session.transaction() as conn:
             report_deliveries.record(
-                self._conn,
-                self.period.start,
-                self.period.end,
-                [(channel, recipient)],
-                self.ctx.run_id,
+                conn, self.period.start, self.period.end, [(channel, recipient)], self.ctx.run_id
             )
-            self.ctx.db.check_before_commit(self._conn)
 
     def deliver(self, report: Report) -> None:
         for channel in self.channels:
