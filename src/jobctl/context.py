@@ -190,7 +190,8 @@ class Session:
         self._conn: Connection | None = None
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self, doing: str = "database error") -> Iterator[Connection]:
+        """A transaction on the kept connection, fenced; a driver error says ``doing``."""
         if self._conn is None:
             self._conn = self._db.open_connection()
         conn = self._conn
@@ -207,7 +208,7 @@ class Session:
             if isinstance(exc, DBAPIError):
                 from jobctl.db.errors import translate
 
-                raise translate(exc, "database error") from exc
+                raise translate(exc, doing) from exc
             raise
 
     def close(self) -> None:

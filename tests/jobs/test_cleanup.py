@@ -219,6 +219,53 @@ def test_batches_are_bounded(
     assert ids(psql) == [11]
 
 
+def test_a_killed_work_connection_fails_that_policy_and_the_others_still_run(
+    project: Path, make_app: Callable[[], App], psql: psycopg.Connection[Any]
+) -> None:
+    # pg_sleep in the policy's own where: each batch of 5 takes >= 50 ms, so the
+    # killer below finds a DELETE running; it kills that backend (the work
+    # connection the batches share), not the lock's
+    configure(
+        project,
+        POLICY
+        + 'batch_size = 5\nwhere = "pg_sleep(0.01) IS NOT NULL"\n'
+        + '[cleanup.other]\ntable = "public.other"\ncolumn = "at"\nkeep = "10d"\n',
+    )
+    now = datetime.now(UTC)
+    logs_table(psql, [30] * 60 + [1], now=now)
+    psql.execute("CREATE TABLE public.other AS SELECT * FROM public.logs")
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.monotonic() + 20
+        while not killed and time.monotonic() < deadline:
+            row = psql_killer.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND query LIKE 'DELETE FROM \"public\".\"logs\"%%' AND state = 'active'"
+            ).fetchone()
+            if row is not None:
+                psql_killer.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+                killed.append(row[0])
+            time.sleep(0.02)
+
+    import threading
+
+    with psycopg.connect(psql.info.dsn, autocommit=True) as psql_killer:
+        thread = threading.Thread(target=killer)
+        thread.start()
+        outcome = cleanup(make_app())
+        thread.join()
+    assert killed, "the DELETE was never seen running"
+    assert (outcome.status, int(outcome.exit_code)) == ("failed", 1)
+    assert outcome.message.startswith("cleanup policy failed: logs (cleanup of public.logs")
+    left = ids(psql)
+    assert 1 < len(left) <= 61 and 61 in left  # whole batches went, then it stopped
+    assert (len(left) - 1) % 5 == 0
+    assert ids(psql, "public.other") == [61]  # the next policy, on a new connection, ran
+    again = cleanup(make_app(), "logs")
+    assert again.status == "completed" and ids(psql) == [61]
+
+
 def test_where_is_anded_and_may_hold_a_percent(
     project: Path, make_app: Callable[[], App], psql: psycopg.Connection[Any]
 ) -> None:

@@ -222,7 +222,7 @@ def _delete(
     with ctx.session() as session:
         while True:
             ctx.check_lock()  # between batches; each batch's commit is fenced too
-            with session.transaction() as conn:
+            with session.transaction(f"cleanup of {part.table} failed") as conn:
                 began = time.monotonic()
                 count = retention.delete_batch(conn, target, key, policy.batch_size)
             # From the DELETE to its commit: how long the batch held its row locks.
