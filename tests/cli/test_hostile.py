@@ -157,7 +157,7 @@ def test_an_unknown_job_without_a_config_names_the_missing_file(
     (cli.cwd / "jobctl.toml").unlink()
     err = assert_refused(
         cli("run", "nightly"),
-        "unknown job 'nightly' (known jobs: backfill, cleanup, snapshot, sync); ",
+        "unknown job 'nightly' (known jobs: backfill, cleanup, report, snapshot, sync); ",
         f"no config file: looked for {cli.cwd / 'jobctl.toml'} (set --config or JOBCTL_CONFIG)",
         "jobs_module",
     )
