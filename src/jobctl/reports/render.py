@@ -305,6 +305,7 @@ class Renderer:
             keep_trailing_newline=True,
         )
         self.env.filters.update(cell=cell, md_cell=md_cell, duration=duration)
+        self._subjects: dict[str, jinja2.Template] = {}
         self.env.globals.update(
             text_table=text_table,
             health_tables=health_tables,
@@ -329,8 +330,12 @@ class Renderer:
             raise UsageError(f"report template {name} not found") from None
 
     def _subject(self, subject: str) -> jinja2.Template:
+        # Compiled once: a report to a thousand recipients renders it a thousand times.
+        if subject in self._subjects:
+            return self._subjects[subject]
         try:
-            return self.env.from_string(subject)
+            self._subjects[subject] = template = self.env.from_string(subject)
+            return template
         except jinja2.TemplateSyntaxError as exc:
             raise UsageError(f"report.subject: {exc.message}") from None
 
