@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -60,10 +61,9 @@ class Mailbox:
         return [str(m["Subject"]) for m in self.messages]
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[Mailbox]:
-    """Plain SMTP with AUTH allowed without TLS (the password is a test value)."""
-    box = Mailbox(free_port())
+@contextmanager
+def plain_server(box: Mailbox) -> Iterator[Mailbox]:
+    """``box`` served over plain SMTP, AUTH allowed without TLS (a test password)."""
     controller = Controller(
         box,
         hostname="127.0.0.1",
@@ -76,6 +76,13 @@ def smtp_server() -> Iterator[Mailbox]:
         yield box
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Mailbox]:
+    """Plain SMTP with AUTH allowed without TLS (the password is a test value)."""
+    with plain_server(Mailbox(free_port())) as box:
+        yield box
 
 
 def starttls_server(cert: str, key: str) -> tuple[Mailbox, Controller]:

@@ -69,7 +69,7 @@ sql = "SELECT 'Barolo 2016' AS wine, 6 AS bottles UNION ALL SELECT '<b>Rioja</b>
     }
     # the seeded week: sync ran 6 times (4 completed, 1 failed, 1 skipped); the 5 that
     # worked took 1, 2, 3, 4 and 10 s: p50 3 s, p95 4 + 0.8 * 6 = 8.8 s
-    assert ("sync", "6", "4", "1", "1", "0", "3.0 s", "8.8 s", "1") in rows
+    assert ("sync", "6", "4", "1", "1", "0", "3.0s", "8.8s", "1") in rows
     assert ("sync", "108", "14", "2", "0") in {r[:5] for r in rows if len(r) == 6}
     assert ("cleanup", "2", "0", "1", "0", "1", "250 ms", "250 ms", "3") in rows
     assert ("Barolo 2016", "6") in rows and ("<b>Rioja</b>", "12") in rows

@@ -9,6 +9,7 @@ import math
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from email.message import Message
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 
 from tests.conftest import Cli
 from tests.fixtures.httpserver import HTTPTestServer
-from tests.notify.conftest import PASSWORD, USER, Mailbox, free_port
+from tests.notify.conftest import PASSWORD, USER, Mailbox, free_port, plain_server
 from tests.runner.test_runner import row
 
 ZONE = ZoneInfo("America/Toronto")
@@ -332,22 +333,9 @@ class RefusingMailbox(Mailbox):
 
 
 @pytest.fixture
-def refusing_smtp() -> Any:
-    from aiosmtpd.controller import Controller
-
-    box = RefusingMailbox(free_port())
-    controller = Controller(
-        box,
-        hostname="127.0.0.1",
-        port=box.port,
-        authenticator=box.authenticate,
-        auth_require_tls=False,
-    )
-    controller.start()
-    try:
+def refusing_smtp() -> Iterator[RefusingMailbox]:
+    with plain_server(RefusingMailbox(free_port())) as box:
         yield box
-    finally:
-        controller.stop()
 
 
 def test_a_refused_recipient_is_named_and_the_others_still_get_theirs(

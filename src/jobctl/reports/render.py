@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from jobctl.db.health import JobHealth
+from jobctl.durations import format_duration
 from jobctl.errors import UsageError
 from jobctl.reports.model import Report
 
@@ -73,19 +74,10 @@ def cell(value: Any, timezone: str = "UTC") -> str:
 
 
 def duration(ms: float | None) -> str:
-    """``850 ms``, ``12.3 s``, ``4 min 05 s``, ``2 h 03 min``."""
+    """``850 ms`` under a second, else as the CLI says durations (``12s``, ``4m05s``)."""
     if ms is None:
         return ""
-    if ms < 1000:
-        return f"{ms:.0f} ms"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+    return f"{ms:.0f} ms" if ms < 1000 else format_duration(ms / 1000)
 
 
 def _numeric(value: Any) -> bool:
