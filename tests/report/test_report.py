@@ -584,3 +584,45 @@ def test_the_operators_templates_are_used(
     body = parts(mail)
     assert body["plain"] == "Dear Ann, 2 wines.\n"
     assert "Barolo 2016" in body["html"]  # jobctl's own HTML template still
+
+
+def test_sigterm_during_a_section_query_cancels_cleanly_and_writes_nothing(
+    project: Path, cli: Cli, psql: psycopg.Connection[Any]
+) -> None:
+    configure(
+        project,
+        """
+[[report.sections]]
+title = "Slow"
+sql = "SELECT pg_sleep(60) AS slept"
+""",
+    )
+    assert cli("db", "upgrade").code == 0
+    out = project / "week.txt"
+    proc = cli.popen("report", "--date", "2026-11-25", "--output", str(out))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        active = psql.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'"
+            " AND state = 'active'"
+        ).fetchone()
+        if active and active[0]:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert not out.exists() and list(project.glob(".week.txt.*")) == []
+    assert last_run(psql)["status"] == "cancelled"
+    # the server is not left running the query (for its 60 s)
+    still: Any = None
+    for _ in range(100):
+        still = psql.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'"
+            " AND state = 'active'"
+        ).fetchone()
+        if still == (0,):
+            break
+        time.sleep(0.05)
+    assert still == (0,)
