@@ -63,6 +63,7 @@ from jobctl.config_types import (
     dec_hook,
     known_keys,
 )
+from jobctl.config_deploy import DeployConfig
 from jobctl.durations import shown
 from jobctl.errors import ConfigError
 from jobctl.periods import PERIOD_TYPES
@@ -733,3 +734,4 @@ class ConfigFile(_Table, frozen=True):
     checks: tuple[Check, ...] = ()
     backfill: BackfillConfig = BackfillConfig()
     cleanup: Any = None
+    deploy: DeployConfig = DeployConfig()
