@@ -22,8 +22,8 @@ def deploy_command(
     check: Annotated[
         Path | None,
         typer.Option(
-            "--check", help="Compare with the files in this directory; exit 1 listing those "
-            "that differ."
+            "--check",
+            help="Compare with the files in this directory; exit 1 listing those that differ.",
         ),
     ] = None,
 ) -> int:

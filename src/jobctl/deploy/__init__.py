@@ -107,7 +107,9 @@ def deployed_jobs(settings: Settings) -> tuple[list[DeployedJob], list[str]]:
             notes.append(f"jobs.{name} is disabled: no files for it (enable it to deploy it)")
             continue
         if name == "backfill":
-            raise UsageError("jobs.backfill.schedule: backfill needs --from/--to, it cannot be timed")
+            raise UsageError(
+                "jobs.backfill.schedule: backfill needs --from/--to, it cannot be timed"
+            )
         argv = (name,) if name in _BUILTIN_COMMANDS else ("run", name)
         unit = f"jobctl-{_slug(name)}"
         if unit in jobs or unit == f"jobctl-{WORKER}":
