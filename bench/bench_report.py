@@ -261,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             import pstats
 
-            pstats.Stats(str(stats)).sort_stats("cumulative").print_stats("jobctl/(jobs|notify|reports|db|context)", 30)
+            pstats.Stats(str(stats)).sort_stats("cumulative").print_stats(
+                "jobctl/(jobs|notify|reports|db|context)", 30
+            )
         base = min(results["bare"])
         print()
         print(f"| run | total (best of {a.runs}) | per recipient, median | x bare |")

@@ -18,14 +18,13 @@ from jobctl.registry import Jobs, all_jobs
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from jobctl.deploy import DeployResult
-    from jobctl.runner import CrashReport
     # The database layer (SQLAlchemy, psycopg) and the runner are imported by the
     # methods that use them: a command pays only for what it touches.
     from jobctl.config import Settings
     from jobctl.db.engine import Database
+    from jobctl.deploy import DeployResult
     from jobctl.gaps import Gap
-    from jobctl.runner import Runner, RunOptions, RunOutcome
+    from jobctl.runner import CrashReport, Runner, RunOptions, RunOutcome
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from jobctl.config_deploy import DeployConfig
 from jobctl.config_types import (
     KEY_FIELDS_NEEDED,
     Addresses,
@@ -63,7 +64,6 @@ from jobctl.config_types import (
     dec_hook,
     known_keys,
 )
-from jobctl.config_deploy import DeployConfig
 from jobctl.durations import shown
 from jobctl.errors import ConfigError
 from jobctl.periods import PERIOD_TYPES

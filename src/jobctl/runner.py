@@ -984,11 +984,11 @@ def _holder_message(job: str, holder: ledger.Holder) -> str:
 
 
 __all__ = [
+    "CrashReport",
     "Invocation",
     "RunOptions",
     "RunOutcome",
     "Runner",
-    "CrashReport",
     "alert_after_sweep",
     "default_trigger",
 ]

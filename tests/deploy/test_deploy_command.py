@@ -260,9 +260,9 @@ def test_dst_cron(name: str, tmp_path: Path) -> None:
         == 0
     )
     (line,) = [
-        l
-        for l in (out / "crontab.example").read_text().splitlines()
-        if f"logger -t jobctl-{name} " in l
+        text
+        for text in (out / "crontab.example").read_text().splitlines()
+        if f"logger -t jobctl-{name} " in text
     ]
     fields = line.split(None, 6)
     schedule, command = " ".join(fields[:5]), fields[6].replace("\\%", "%")

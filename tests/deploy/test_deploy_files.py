@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import subprocess
-import tomllib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -83,7 +84,7 @@ def _interval(expr: str, zone: str) -> timedelta:
 
     schedule = parse_schedule(expr, zone)
     fires = schedule.next_fire_times(datetime(2026, 1, 5, tzinfo=UTC), 20)
-    return min((b - a for a, b in zip(fires, fires[1:], strict=False)), default=timedelta(days=1))
+    return min((b - a for a, b in pairwise(fires)), default=timedelta(days=1))
 
 
 def _max_runtime(cfg: JobConfig) -> timedelta:

@@ -104,10 +104,8 @@ def _k8s(settings: Settings, jobs: list[DeployedJob]) -> dict[str, str]:
 
 def _config_text(settings: Settings) -> Mapping[str, Any]:
     """The config file itself, for the ConfigMap: the same file that made the CronJobs."""
-    if settings.config_path is None:
-        text = ""
-    else:
-        text = settings.config_path.read_text(encoding="utf-8")
+    path = settings.config_path
+    text = "" if path is None else path.read_text(encoding="utf-8")
     lines = text.splitlines()
     # A YAML block scalar keeps every line as it is, unless the first one is indented.
     block = bool(lines) and not lines[0][:1].isspace() and "\t" not in text
