@@ -169,6 +169,16 @@ def dst_config(tmp_path: Path) -> Path:
     return config
 
 
+def generate(tmp_path: Path, target: str) -> Path:
+    """The DST jobs' files for ``target``, written by ``jobctl deploy --out``."""
+    out = tmp_path / target
+    result = jobctl(
+        "--config", str(dst_config(tmp_path)), "deploy", target, "--out", str(out), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
 def local(fires: list[datetime]) -> list[str]:
     return [f.astimezone(TORONTO).strftime("%m-%d %H:%M %Z") for f in fires]
 
@@ -252,13 +262,7 @@ def test_dst_systemd(name: str, tmp_path: Path) -> None:
 def test_dst_cron(name: str, tmp_path: Path) -> None:
     """Fire the generated line as Debian cron does on a UTC host (cronsim), with the
     guard evaluated by /bin/sh against a `date` pinned to the tick."""
-    out = tmp_path / "cron"
-    assert (
-        jobctl(
-            "--config", str(dst_config(tmp_path)), "deploy", "cron", "--out", str(out), cwd=tmp_path
-        ).returncode
-        == 0
-    )
+    out = generate(tmp_path, "cron")
     (line,) = [
         text
         for text in (out / "crontab.example").read_text().splitlines()
@@ -291,13 +295,7 @@ def test_dst_k8s(name: str, tmp_path: Path) -> None:
     """No controller runs here: the CronJob carries the job's own schedule and zone, and
     jobctl's ``k8s`` flavour models the controller (robfig/cron, see jobctl.schedule)."""
     yaml: Any = pytest.importorskip("yaml")
-    out = tmp_path / "k8s"
-    assert (
-        jobctl(
-            "--config", str(dst_config(tmp_path)), "deploy", "k8s", "--out", str(out), cwd=tmp_path
-        ).returncode
-        == 0
-    )
+    out = generate(tmp_path, "k8s")
     spec = yaml.safe_load((out / f"jobctl-{name}.yaml").read_text())["spec"]
     assert (spec["schedule"], spec["timeZone"]) == (DST_JOBS[name], "America/Toronto")
     fires = in_windows(
