@@ -16,12 +16,15 @@ from jobctl.jobspec import RunStatus
 from jobctl.registry import Jobs, all_jobs
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     # The database layer (SQLAlchemy, psycopg) and the runner are imported by the
     # methods that use them: a command pays only for what it touches.
     from jobctl.config import Settings
     from jobctl.db.engine import Database
+    from jobctl.deploy import DeployResult
     from jobctl.gaps import Gap
-    from jobctl.runner import Runner, RunOptions, RunOutcome
+    from jobctl.runner import CrashReport, Runner, RunOptions, RunOutcome
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,18 @@ class App:
             found = ledger.list_runs(conn, job=job, status=status, since=after, limit=limit)
         self._alert_abandoned(dead)
         return found
+
+    def deploy(self, target: str, *, out: Path | None, check: Path | None) -> DeployResult:
+        """``jobctl deploy``: pure rendering from the settings; no database."""
+        from jobctl.deploy import deploy
+
+        return deploy(target, self.settings, out=out, check=check)
+
+    def mark_crashed(
+        self, job: str, *, unit: str | None, result: str | None, exit_status: str | None
+    ) -> CrashReport:
+        """``jobctl runs mark-crashed``: the OnFailure= hook of the systemd units."""
+        return self.runner().mark_crashed(job, unit=unit, result=result, exit_status=exit_status)
 
     def show_run(self, run_id: int) -> dict[str, Any]:
         from jobctl.db import ledger

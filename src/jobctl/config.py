@@ -24,6 +24,7 @@ import msgspec
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
+from jobctl.config_deploy import DeployConfig
 from jobctl.config_models import (
     JOB_OVERRIDES,
     AlertsConfig,
@@ -111,6 +112,8 @@ class Settings:
     origin: str = "jobctl.toml"
     #: everything substituted from a ``${NAME}`` reference (see :meth:`secrets`)
     secret_values: tuple[str, ...] = ()
+    #: ``[deploy]``: what ``jobctl deploy`` writes besides the schedules
+    deploy: DeployConfig = field(default_factory=DeployConfig)
 
     def job(self, name: str) -> JobConfig:
         """The job's settings; a job with no ``[jobs.NAME]`` table gets the defaults."""
@@ -473,6 +476,7 @@ def _load_settings(
         # The raw channel tables (passwords in them) stay out: Settings.channels has them.
         alerts=msgspec.structs.replace(file.alerts, channels=None),
         channels=channels,
+        deploy=file.deploy,
         checks=file.checks,
         origin=origin,
         secret_values=tuple(s for s in secrets if s),  # any length: see redact.py

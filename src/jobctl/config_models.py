@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from jobctl.config_deploy import DeployConfig
 from jobctl.config_types import (
     KEY_FIELDS_NEEDED,
     Addresses,
@@ -733,3 +734,4 @@ class ConfigFile(_Table, frozen=True):
     checks: tuple[Check, ...] = ()
     backfill: BackfillConfig = BackfillConfig()
     cleanup: Any = None
+    deploy: DeployConfig = DeployConfig()

@@ -143,6 +143,22 @@ class Ending:
     detail: str | None = None
 
 
+@dataclass(frozen=True)
+class CrashReport:
+    """What ``mark_crashed`` did about a failed systemd unit."""
+
+    job: str
+    #: runs found ``running`` with their process gone, now ``abandoned`` (and alerted)
+    abandoned: list[int]
+    #: the ``failed`` run recorded for a unit that failed before jobctl recorded one
+    failed_run: int | None
+    message: str
+
+
+#: The exit status of a run jobctl recorded and alerted itself (failed, interrupted).
+_RECORDED_EXITS = ("1", "130")
+
+
 class Runner:
     """Runs jobs by name; one instance per invocation (or per test)."""
 
@@ -174,6 +190,39 @@ class Runner:
             inv.interrupt.restore()
 
     # -- before the run row ----------------------------------------------------
+    def mark_crashed(
+        self, job: str, *, unit: str | None, result: str | None, exit_status: str | None
+    ) -> CrashReport:
+        """A systemd unit of ``job`` failed (its OnFailure= hook): make the ledger say so.
+
+        A run whose process was killed (OOM, SIGKILL, timeout) is still ``running`` with
+        its lock gone: the sweep marks it ``abandoned`` and alerts, as every sweep does.
+        The sweep covers every job, because the schedule worker's unit runs other jobs.
+        Otherwise, unless jobctl exited with a status it records itself (1, 130), the
+        unit failed before jobctl recorded anything (a bad ExecStart=, exit 2, a crash
+        at start-up): a ``failed`` run says so, and the job's alerts are sent for it.
+        """
+        unit = unit or f"systemd unit of {job}"
+        how = ", ".join(
+            f"{k} {v}" for k, v in (("result", result), ("exit status", exit_status)) if v
+        )
+        with self.db.begin() as conn:
+            dead = ledger.sweep_abandoned(conn)
+        alert_after_sweep(self.settings, self.db, dead, self._clean)
+        if dead:
+            message = f"{unit} failed ({how}): run(s) {', '.join(map(str, dead))} abandoned"
+            return CrashReport(job, dead, None, message)
+        if exit_status in _RECORDED_EXITS and result == "exit-code":
+            message = f"{unit} failed ({how}): jobctl recorded the run and its alerts itself"
+            return CrashReport(job, [], None, message)
+        error = f"{unit} failed ({how or 'no result given'}) before jobctl recorded a run"
+        with self.db.begin() as conn:
+            run_id = ledger.insert_run(
+                conn, job=job, status=RunStatus.FAILED, trigger=Trigger.TIMER, error_message=error
+            )
+        self._alerts(job, run_id, RunStatus.FAILED)
+        return CrashReport(job, [], run_id, f"recorded failed run {run_id}: {error}")
+
     def _invocation(self, name: str, options: RunOptions) -> Invocation:
         spec = resolve_job(name, self.jobs, self.settings)
         cfg = self.settings.job(name)
@@ -935,6 +984,7 @@ def _holder_message(job: str, holder: ledger.Holder) -> str:
 
 
 __all__ = [
+    "CrashReport",
     "Invocation",
     "RunOptions",
     "RunOutcome",

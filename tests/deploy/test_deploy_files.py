@@ -9,9 +9,10 @@
 - Kubernetes: ``kubernetes-validate`` (strict, oldest version with ``timeZone`` GA and
   the latest), plus what it does not check (enums, image, schedule, restart policy).
 
-One table, ``JOBS``, is the source of truth: each job's cron expression and zone (as in
-jobctl.toml) and its systemd calendar. Every artefact is compared with it, and the
-systemd calendar with cronsim, so the three deployments cannot drift apart.
+These files are generated from examples/jobctl.toml (test_deploy_command.py proves that
+they are what ``jobctl deploy`` writes). ``JOBS`` below restates each job's cron
+expression and zone (as in that config) and its systemd calendar independently: every
+artefact is compared with it, and the systemd calendar with cronsim.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import os
 import re
 import shutil
 import subprocess
-import tomllib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,7 +48,7 @@ ALERT_TEMPLATE = "jobctl-alert@.service"
 
 @dataclass(frozen=True)
 class Job:
-    name: str  # units jobctl-NAME.service/.timer, CronJob jobctl-NAME, cron tag jobctl-NAME
+    name: str  # the job's name in jobctl.toml
     argv: tuple[str, ...]  # jobctl's arguments, before --trigger
     cron: str  # the schedule as in jobctl.toml and the CronJob
     zone: str  # its zone (jobctl.toml / CronJob timeZone)
@@ -57,21 +57,29 @@ class Job:
 
     @property
     def unit(self) -> str:
-        return f"jobctl-{self.name}"
+        """Units jobctl-SLUG.service/.timer, CronJob jobctl-SLUG, cron tag jobctl-SLUG."""
+        return f"jobctl-{self.name.replace('_', '-')}"
 
 
 TZ_TORONTO = "America/Toronto"
 JOBS = [
     Job("sync", ("sync",), "0 6 * * 1-5", TZ_TORONTO, f"Mon..Fri *-*-* 06:00:00 {TZ_TORONTO}"),
-    Job("snapshot", ("snapshot",), "0 2 * * *", "Etc/UTC", "*-*-* 02:00:00 UTC"),
+    Job("snapshot", ("snapshot",), "0 2 * * *", "UTC", "*-*-* 02:00:00 UTC"),
     Job("cleanup", ("cleanup",), "0 3 * * 0", TZ_TORONTO, f"Sun *-*-* 03:00:00 {TZ_TORONTO}"),
     Job("report", ("report",), "0 8 * * 1", TZ_TORONTO, f"Mon *-*-* 08:00:00 {TZ_TORONTO}"),
+    Job(
+        "table_sizes",
+        ("run", "table_sizes"),
+        "0 7 * * 1",
+        TZ_TORONTO,
+        f"Mon *-*-* 07:00:00 {TZ_TORONTO}",
+    ),
     Job(
         "schedule-worker",
         ("schedule", "run-due"),
         "* * * * *",
-        "Etc/UTC",
-        "*-*-* *:*:00",
+        "UTC",
+        "*-*-* *:*:00 UTC",
         takes_trigger=False,
     ),
 ]
@@ -215,7 +223,7 @@ def test_service_settings(job: Job) -> None:
     assert f"JOBCTL_CONFIG={CONFIG}" in service["Environment"]
     assert one(unit, "Service", "User") == USER
     assert one(unit, "Service", "StateDirectory") == "jobctl"
-    assert one(unit, "Unit", "OnFailure") == "jobctl-alert@%n.service"
+    assert one(unit, "Unit", "OnFailure") == f"jobctl-alert@{job.name}.service"
     hardening = {
         "NoNewPrivileges": "yes",
         "ProtectSystem": "strict",
@@ -264,9 +272,11 @@ def test_timer_settings(job: Job) -> None:
     assert one(unit, "Timer", "OnCalendar") == job.calendar
     assert one(unit, "Timer", "Unit") == f"{job.unit}.service"
     assert one(unit, "Timer", "Persistent") == "true"
-    delay = parse_seconds(one(unit, "Timer", "RandomizedDelaySec"))
     # The every-minute worker must stay within its minute; the rest spread over minutes.
-    assert (delay <= 10) if job.cron == "* * * * *" else (30 <= delay <= 300)
+    if job.cron == "* * * * *":
+        assert "RandomizedDelaySec" not in unit["Timer"]
+    else:
+        assert 30 <= parse_seconds(one(unit, "Timer", "RandomizedDelaySec")) <= 300
     assert parse_seconds(one(unit, "Timer", "AccuracySec")) <= 60
     assert one(unit, "Install", "WantedBy") == "timers.target"
 
@@ -328,7 +338,7 @@ def test_sync_timer_fires_at_0600_toronto_on_weekdays() -> None:
 def test_systemd_security_exposure(systemd_root: Path) -> None:
     threshold = 2.0
     services = [f"{job.unit}.service" for job in JOBS]
-    services.append("jobctl-alert@jobctl-sync.service.service")
+    services.append("jobctl-alert@sync.service")
     for service in services:
         result = run(
             [
@@ -417,7 +427,7 @@ def test_crontab_check_rejects_a_bad_line(tmp_path: Path) -> None:
     """Control: `crontab -n` really parses the file (and so would catch a broken line)."""
     crontab = tool("crontab")
     bad = tmp_path / "jobctl"
-    bad.write_text(CRONTAB.read_text().replace("0    2     *", "0    24    *"))
+    bad.write_text(CRONTAB.read_text().replace("0 2 * * *", "0 24 * * *"))
     assert bad.read_text() != CRONTAB.read_text()
     assert run([crontab, "-n", str(bad)]).returncode != 0
 
@@ -588,18 +598,29 @@ def test_k8s_cronjob(job: Job) -> None:
     assert volumes[mounts["/etc/jobctl"]]["configMap"]["name"] == "jobctl-config"
 
 
-def test_k8s_config_matches_the_cronjobs_and_loads_in_jobctl(tmp_path: Path) -> None:
+def test_k8s_config_is_the_example_config_and_loads_in_jobctl(tmp_path: Path) -> None:
+    """The ConfigMap holds the very file the CronJobs were generated from."""
     from jobctl.config import load_settings
 
+    text = k8s_documents()["configmap.yaml"]["data"]["jobctl.toml"]
+    assert text == (REPO / "examples" / "jobctl.toml").read_text()
     config = tmp_path / "jobctl.toml"
-    config.write_text(k8s_documents()["configmap.yaml"]["data"]["jobctl.toml"])
-    raw = tomllib.loads(config.read_text())
-    assert raw["scheduler"] == "k8s"  # slots follow the CronJob controller's DST rules
-    jobs = [job for job in JOBS if job.takes_trigger]
-    assert raw["jobs"] == {job.name: {"schedule": job.cron, "timezone": job.zone} for job in jobs}
+    config.write_text(text)
     settings = load_settings(config_path=config, environ={"DATABASE_URL": "postgresql://u@h/db"})
-    for job in jobs:
-        assert (settings.jobs[job.name].schedule, settings.jobs[job.name].timezone) == (
-            job.cron,
-            job.zone,
-        )
+    for job in JOBS:
+        if job.takes_trigger:
+            cfg = settings.jobs[job.name]
+            assert (cfg.schedule, cfg.timezone) == (job.cron, job.zone)
+
+
+def test_alert_template_marks_the_crash_in_the_ledger() -> None:
+    """The OnFailure= hook runs jobctl's own command with what systemd tells it."""
+    unit = parse_unit(SYSTEMD_DIR / ALERT_TEMPLATE)
+    (command,) = unit["Service"]["ExecStart"]
+    assert command.startswith(f"{JOBCTL} runs mark-crashed %i ")
+    for option, variable in [
+        ("--unit", "MONITOR_UNIT"),
+        ("--result", "MONITOR_SERVICE_RESULT"),
+        ("--exit-status", "MONITOR_EXIT_STATUS"),
+    ]:
+        assert f"{option} ${{{variable}}}" in command

@@ -65,6 +65,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "runs": ("runs", "The run ledger: what ran, when, how it ended."),
     "jobs": ("jobs", "Configured jobs."),
     "db": ("db", "The database schema (SQL migrations in sql/)."),
+    "deploy": (
+        "deploy",
+        "Unit files, a crontab or CronJob manifests generated from the job schedules.",
+    ),
 }
 
 #: How every command is built (as when they were all registered on ``app``).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Annotated, Any
 
@@ -135,6 +136,34 @@ def runs_gaps(
         served = f"  (date {g.served_date})" if g.served_date else ""
         render.out.print(f"{local}{served}")
     render.say(f"{len(gaps)} slot(s) of {job} without a completed run since {since} ago")
+
+
+@runs_app.command("mark-crashed")
+def runs_mark_crashed(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="The job whose unit failed.", metavar="JOB")],
+    unit: Annotated[
+        str | None, typer.Option("--unit", help="The failed unit (systemd's $MONITOR_UNIT).")
+    ] = None,
+    result: Annotated[
+        str | None,
+        typer.Option("--result", help="Its result ($MONITOR_SERVICE_RESULT), e.g. oom-kill."),
+    ] = None,
+    exit_status: Annotated[
+        str | None,
+        typer.Option("--exit-status", help="Its exit status or signal ($MONITOR_EXIT_STATUS)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON object on stdout.")] = False,
+) -> None:
+    """Record a crashed run: the OnFailure= hook of the systemd units (alerts included)."""
+    state: State = ctx.obj
+    report = state.app.mark_crashed(
+        job, unit=unit or None, result=result or None, exit_status=exit_status or None
+    )
+    if as_json:
+        render.print_json(dataclasses.asdict(report))
+    else:
+        render.say(state.redact(report.message), action="runs.mark_crashed")
 
 
 def register(app: typer.Typer) -> None:
