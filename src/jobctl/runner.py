@@ -155,8 +155,9 @@ class CrashReport:
     message: str
 
 
-#: The exit status of a run jobctl recorded and alerted itself (failed, interrupted).
-_RECORDED_EXITS = ("1", "130")
+#: The exit status of a run jobctl recorded and alerted itself (failed, interrupted by
+#: SIGINT or SIGTERM: a stop of the unit on its timeout records the run cancelled).
+_RECORDED_EXITS = ("1", "130", "143")
 
 
 class Runner:
@@ -198,10 +199,11 @@ class Runner:
         A run whose process was killed (OOM, SIGKILL, timeout) is still ``running`` with
         its lock gone: the sweep marks it ``abandoned`` and alerts, as every sweep does.
         The sweep covers every job, because the schedule worker's unit runs other jobs.
-        Otherwise, unless jobctl exited with a status it records itself (1, 130), the
+        Otherwise, unless jobctl exited with a status it records itself (1, 130, 143), the
         unit failed before jobctl recorded anything (a bad ExecStart=, exit 2, a crash
         at start-up): a ``failed`` run says so, and the job's alerts are sent for it.
         """
+        resolve_job(job, self.jobs, self.settings)  # an unknown name: UsageError, no row
         unit = unit or f"systemd unit of {job}"
         how = ", ".join(
             f"{k} {v}" for k, v in (("result", result), ("exit status", exit_status)) if v
