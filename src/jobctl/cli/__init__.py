@@ -65,6 +65,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "runs": ("runs", "The run ledger: what ran, when, how it ended."),
     "jobs": ("jobs", "Configured jobs."),
     "db": ("db", "The database schema (SQL migrations in sql/)."),
+    "schedule": (
+        "schedule",
+        "One-off future runs of a job, started by the per-minute worker (run-due).",
+    ),
 }
 
 #: How every command is built (as when they were all registered on ``app``).
