@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from jobctl.durations import shown
+from jobctl.durations import format_duration, shown
 from jobctl.errors import DatabaseUnreachable, ExitCode, JobctlError, UsageError
-from jobctl.when import EVERY, MIN_AHEAD, next_occurrence, parse_when
+from jobctl.when import EVERY, MIN_AHEAD, is_utf8, next_occurrence, parse_when
 
 if TYPE_CHECKING:
     from jobctl.app import App
@@ -73,12 +73,10 @@ class DueReport:
 
 
 def _text(value: str, what: str) -> str:
-    if "\x00" in value or len(value) > _MAX_NAME:
-        raise UsageError(f"{what} {shown(value)} must be text of at most {_MAX_NAME} characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UsageError(f"{what} {shown(value)} is not valid UTF-8") from None
+    if "\x00" in value or len(value) > _MAX_NAME or not is_utf8(value):
+        raise UsageError(
+            f"{what} {shown(value)} must be UTF-8 text of at most {_MAX_NAME} characters"
+        )
     return value
 
 
@@ -246,7 +244,7 @@ def _run_claimed(app: App, claim: Claim) -> tuple[Handled, ExitCode]:
     if late > deadline:
         # The last tick's reason when there was one (its job was busy), else no tick ran.
         why = row.error_message or "no worker ran until then"
-        reason = f"not started within {_shown(deadline)} of its time: {why}"
+        reason = f"not started within {format_duration(deadline)} of its time: {why}"
         return _end(app, claim, "failed", error=reason), ExitCode.OK
     if not claim.lock.ping():  # the claim lock is gone: the next tick settles the row
         return Handled(row.id, row.job, "running", message="lost its claim lock"), ExitCode.OK
@@ -329,12 +327,6 @@ def _repeat(conn: Any, row: Scheduled) -> int | None:
         previous_id=row.id,
     )
     return scheduled.insert_next(conn, new)
-
-
-def _shown(delta: timedelta) -> str:
-    from jobctl.durations import format_duration
-
-    return format_duration(delta)
 
 
 __all__ = ["DueReport", "Handled", "add", "cancel", "list_schedules", "run_due", "stats"]

@@ -89,7 +89,7 @@ def zone_of(name: str) -> ZoneInfo:
 
 def parse_when(text: object, zone: str, now: datetime, *, what: str = "--at") -> When:
     """``text`` as a moment at least MIN_AHEAD after ``now``; UsageError naming it otherwise."""
-    if not isinstance(text, str) or "\x00" in text or len(text) > _MAX_TEXT or not _utf8(text):
+    if not isinstance(text, str) or "\x00" in text or len(text) > _MAX_TEXT or not is_utf8(text):
         raise UsageError(
             f"{what} {shown(text)} is not a date-time (text of at most {_MAX_TEXT} characters)"
         )
@@ -114,7 +114,7 @@ def parse_when(text: object, zone: str, now: datetime, *, what: str = "--at") ->
     return when
 
 
-def _utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: bytes from argv that are not UTF-8
@@ -286,6 +286,7 @@ __all__ = [
     "MIN_AHEAD",
     "When",
     "countdown",
+    "is_utf8",
     "iso_utc",
     "local_text",
     "next_occurrence",

@@ -462,3 +462,27 @@ def test_run_due_with_nothing_due_imports_little(tmp_path: Path, db_url: str) ->
     assert "jobctl.db.scheduled" in modules  # it did look
     heavy = ("sqlalchemy", "jobctl.db.tables", "rich", "jobctl.runner", "myjobs", "pydantic")
     assert loaded(modules, heavy) == []
+
+
+def test_an_imminent_countdown_is_highlighted_on_a_terminal() -> None:
+    from rich.console import Console
+
+    from jobctl.cli.schedule import schedule_table
+    from jobctl.db.scheduled import Scheduled
+
+    now = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
+
+    def row(sid: int, ahead: timedelta) -> Scheduled:
+        return Scheduled(
+            sid, "sleepy", {}, now + ahead, "UTC", now, None, "pending", None, None, None,
+            0, None, None, None, None, 0, None, None, None, None,
+        )  # fmt: skip
+
+    console = Console(force_terminal=True, color_system="standard", width=120)
+    with console.capture() as captured:
+        console.print(
+            schedule_table([row(1, timedelta(minutes=4)), row(2, timedelta(hours=2))], now)
+        )
+    lines = {line.split()[0][-1]: line for line in captured.get().splitlines()[1:]}
+    assert "4 min" in lines["1"] and "\x1b[1;33m4 min" in lines["1"]
+    assert "2h" in lines["2"] and "\x1b[1;33m2h" not in lines["2"]

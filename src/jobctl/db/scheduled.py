@@ -35,6 +35,7 @@ from jobctl.db.engine import Database
 from jobctl.db.errors import translate
 from jobctl.db.ledger import HOST
 from jobctl.db.locks import HELD_SQL, SCHEDULE_NAMESPACE, JobLock, claim_key
+from jobctl.durations import format_duration
 from jobctl.errors import UsageError
 
 Conn = psycopg.Connection[Any]
@@ -106,10 +107,8 @@ def _rows(cursor: Any) -> list[Scheduled]:
     return [Scheduled(*row) for row in cursor.fetchall()]
 
 
-def insert(conn: Conn, new: NewSchedule) -> int:
-    """A new pending row; UsageError when one of the same job at that moment is live,
-    or when it is not a minute ahead of ``created_at`` (the table's CHECK)."""
-    values = {
+def _values(new: NewSchedule) -> dict[str, Any]:
+    return {
         "job": new.job,
         "params": Jsonb(dict(new.params)),
         "run_at": new.run_at,
@@ -122,6 +121,12 @@ def insert(conn: Conn, new: NewSchedule) -> int:
         "occurrence": new.occurrence,
         "previous_id": new.previous_id,
     }
+
+
+def insert(conn: Conn, new: NewSchedule) -> int:
+    """A new pending row; UsageError when one of the same job at that moment is live,
+    or when it is not a minute ahead of ``created_at`` (the table's CHECK)."""
+    values = _values(new)
     names = ", ".join(values)
     placeholders = ", ".join(f"%({name})s" for name in values)
     try:
@@ -298,7 +303,7 @@ def release_busy(conn: Conn, claim: Claim, reason: str, deadline: timedelta) -> 
         f" AND claim_backend_pid = %(pid)s RETURNING {_COLUMNS}",
         {
             "deadline": deadline,
-            "shown": _shown(deadline),
+            "shown": format_duration(deadline),
             "reason": reason,
             "id": claim.row.id,
             "worker": claim.worker,
@@ -307,12 +312,6 @@ def release_busy(conn: Conn, claim: Claim, reason: str, deadline: timedelta) -> 
     )
     done = _rows(cursor)
     return done[0] if done else None
-
-
-def _shown(delta: timedelta) -> str:
-    from jobctl.durations import format_duration
-
-    return format_duration(delta)
 
 
 def dead_claims(conn: Conn) -> list[Scheduled]:
@@ -371,22 +370,12 @@ def settle_dead(
 def insert_next(conn: Conn, new: NewSchedule) -> int | None:
     """A repeat's next occurrence, once (unique ``previous_id``); None: not written
     (it exists already, or the job has another live schedule at that moment)."""
-    values = {
-        "job": new.job,
-        "params": Jsonb(dict(new.params)),
-        "run_at": new.run_at,
-        "timezone": new.timezone,
-        "created_by": new.created_by,
-        "every": new.every,
-        "until": new.until,
-        "anchor_local": new.anchor_local,
-        "occurrence": new.occurrence,
-        "previous_id": new.previous_id,
-    }
-    names = ", ".join(values)
-    placeholders = ", ".join(f"%({name})s" for name in values)
+    values = _values(new)
     # created_at: the server's now (the CHECK compares the two); the caller picked a
     # run_at at least MIN_AHEAD after the server's now plus a margin.
+    del values["created_at"]
+    names = ", ".join(values)
+    placeholders = ", ".join(f"%({name})s" for name in values)
     row = conn.execute(
         f"INSERT INTO jobctl.scheduled ({names}) VALUES ({placeholders})"
         " ON CONFLICT DO NOTHING RETURNING id",
