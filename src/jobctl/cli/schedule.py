@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -86,14 +87,17 @@ def schedule_list(
     rows = scheduling.list_schedules(state.app, status=status, job=job, limit=limit)
     now = datetime.now(UTC)
     if as_json:
-        render.print_json([_row_json(r, now) for r in state.redactor.data(rows)])
+        # Params and error messages may hold a secret known only now: redacted as runs are.
+        render.print_json(state.redactor.data([_row_json(r, now) for r in rows]))
     elif rows:
-        render.out.print(schedule_table(rows, now))
+        render.out.print(schedule_table(rows, now, state.redact))
     else:
         render.say("no schedules match")
 
 
-def schedule_table(rows: list[Scheduled], now: datetime) -> Table:
+def schedule_table(
+    rows: list[Scheduled], now: datetime, redact: Callable[[str], str] = str
+) -> Table:
     from rich.table import Table
     from rich.text import Text
 
@@ -107,6 +111,7 @@ def schedule_table(rows: list[Scheduled], now: datetime) -> Table:
             left = countdown(row.run_at - now)
             style = "bold yellow" if row.run_at - now < IMMINENT else ""
         run = f"{row.run_id} {row.run_status}" if row.run_id else (row.error_message or "")
+        run = redact(run)
         table.add_row(
             str(row.id),
             row.job + (f" (every {row.every})" if row.every else ""),
