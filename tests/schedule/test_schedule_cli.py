@@ -486,3 +486,29 @@ def test_an_imminent_countdown_is_highlighted_on_a_terminal() -> None:
     lines = {line.split()[0][-1]: line for line in captured.get().splitlines()[1:]}
     assert "4 min" in lines["1"] and "\x1b[1;33m4 min" in lines["1"]
     assert "2h" in lines["2"] and "\x1b[1;33m2h" not in lines["2"]
+
+
+def test_sigterm_stops_the_worker_after_recording_the_run_cancelled(
+    cli: Cli, psql: psycopg.Connection[Any]
+) -> None:
+    first = due(psql, "sleepy", ago=timedelta(minutes=3), params={"seconds": "120"})
+    rest = due(psql, "writer", ago=timedelta(minutes=1))
+    worker = cli.popen("schedule", "run-due")
+    try:
+        wait_until(
+            lambda: psql.execute(
+                "SELECT 1 FROM jobctl.runs WHERE job = 'sleepy' AND status = 'running'"
+            ).fetchone(),
+            timeout=60,
+            what="the scheduled run to start",
+        )
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 143, err
+    row = row_of(psql, first)
+    assert (row["status"], row["run_status"]) == ("triggered", "cancelled")
+    assert row_of(psql, rest)["status"] == "pending"  # for the next tick
+    assert not claim_lock_held(psql, first)
