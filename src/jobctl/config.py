@@ -38,6 +38,7 @@ from jobctl.config_models import (
     JobConfig,
     ReportConfig,
     RetentionConfig,
+    ScheduleConfig,
     SnapshotSet,
     SourceConfig,
     WebhookChannel,
@@ -102,6 +103,8 @@ class Settings:
     snapshots: Mapping[str, SnapshotSet] = field(default_factory=dict)
     backfill: BackfillConfig = field(default_factory=BackfillConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    #: ``[schedule]``: the one-off schedules' worker.
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     #: The operator's ``[cleanup.NAME]`` retention policies (the built-in ones: ``retention``).
     cleanup: Mapping[str, CleanupPolicy] = field(default_factory=dict)
     report: ReportConfig = field(default_factory=ReportConfig)
@@ -471,6 +474,7 @@ def _load_settings(
         snapshots=parse_snapshot_sets(file.snapshots, origin=origin, default_tz=file.timezone),
         backfill=file.backfill,
         retention=file.retention,
+        schedule=file.schedule,
         cleanup=parse_cleanup_policies(file.cleanup, origin=origin),
         report=report,
         # The raw channel tables (passwords in them) stay out: Settings.channels has them.

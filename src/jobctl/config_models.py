@@ -434,6 +434,14 @@ class RetentionConfig(_Table, frozen=True):
     snapshots: SnapshotRetention = SnapshotRetention()
 
 
+class ScheduleConfig(_Table, frozen=True):
+    """``[schedule]``: the worker of one-off schedules (``jobctl schedule run-due``)."""
+
+    #: A due schedule not started this long after its time (its job kept busy, or no
+    #: worker ran) is marked ``failed`` instead of being run late.
+    deadline: PositiveDuration = timedelta(hours=1)
+
+
 #: Cleanup policy names jobctl's built-in policies take (``snapshots.SET`` too: a
 #: ``[cleanup.NAME]`` name has no dot, so it can never be one of those).
 BUILTIN_POLICIES = ("runs", "schedules")
@@ -728,6 +736,7 @@ class ConfigFile(_Table, frozen=True):
     sources: Any = None
     snapshots: Any = None
     retention: RetentionConfig = RetentionConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     #: Converted by :func:`parse_report` (its errors then name ``report.…``).
     report: Any = None
     alerts: AlertsConfig = AlertsConfig()

@@ -79,7 +79,8 @@ def test_every_table_in_the_schema_is_defined(reflected: MetaData) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["runs", "schema_migrations", "alert_state", "feed_state", "report_deliveries"]
+    "name",
+    ["runs", "schema_migrations", "alert_state", "feed_state", "report_deliveries", "scheduled"],
 )
 def test_table_definition_matches_the_database(reflected: MetaData, name: str) -> None:
     key = f"{tables.SCHEMA}.{name}"

@@ -342,7 +342,10 @@ def test_snapshot_rows_per_period_and_per_set(
     stats = outcome.stats["policies"]
     assert stats["snapshots.a"]["periods"]["day"]["deleted"] == 1
     assert stats["snapshots.a"]["periods"]["week"]["deleted"] == 1
-    assert "skipped" in stats["snapshots.b"] and "skipped" in stats["schedules"]
+    assert "skipped" in stats["snapshots.b"]
+    # The schedules' table exists (sql/0006): its policy runs, with nothing to delete.
+    assert "skipped" not in stats["schedules"]
+    assert (stats["schedules"]["table"], stats["schedules"]["deleted"]) == ("jobctl.scheduled", 0)
 
 
 def test_a_killed_cleanup_leaves_whole_batches_and_an_abandoned_run(
@@ -378,3 +381,32 @@ def test_a_killed_cleanup_leaves_whole_batches_and_an_abandoned_run(
     assert result.code == 0, result.stderr
     (run,) = json.loads(result.stdout)
     assert run["status"] == "abandoned"
+
+
+def test_the_schedules_policy_removes_finished_rows_after_30_days_never_pending_ones(
+    make_app: Callable[[], App], psql: psycopg.Connection[Any], project: Path
+) -> None:
+    """``jobctl.scheduled``: triggered, cancelled and failed rows finished over 30 days
+    ago go; younger ones, and pending or running rows however old, stay."""
+    configure(project, "")
+    rows = [  # (status, days since it finished; None: not finished)
+        ("triggered", 31),
+        ("cancelled", 45),
+        ("failed", 400),
+        ("triggered", 29),
+        ("failed", 1),
+        ("pending", None),
+        ("running", None),
+    ]
+    for i, (status, days) in enumerate(rows):
+        psql.execute(
+            "INSERT INTO jobctl.scheduled (job, run_at, timezone, created_at, status,"
+            " finished_at) VALUES (%s, now() - interval '500 days', 'UTC',"
+            " now() - interval '501 days', %s, now() - %s::interval)",
+            (f"j{i}", status, None if days is None else timedelta(days=days)),
+        )
+    outcome = cleanup(make_app(), "schedules")
+    assert outcome.status == "completed", outcome.message
+    assert outcome.counters["deleted"] == 3
+    left = psql.execute("SELECT job FROM jobctl.scheduled ORDER BY job").fetchall()
+    assert [r[0] for r in left] == ["j3", "j4", "j5", "j6"]

@@ -87,7 +87,10 @@ def test_the_built_in_policies_and_a_set_of_its_own(tmp_path: Path) -> None:
     found = policies(s)
     assert list(found) == ["logs", "runs", "schedules", "snapshots.daily"]
     assert found["runs"].parts[0].keep == timedelta(days=20) and found["runs"].runs
-    assert found["schedules"].optional and found["schedules"].parts[0].keep == timedelta(days=30)
+    schedules = found["schedules"]
+    assert not schedules.optional and schedules.parts[0].keep == timedelta(days=30)
+    assert schedules.parts[0].table == "jobctl.scheduled"
+    assert schedules.parts[0].column == "finished_at"
     keeps = {p.label: p.keep for p in found["snapshots.daily"].parts}
     assert keeps == {"day": timedelta(days=7), "week": timedelta(days=70)}  # no month period
 

@@ -69,6 +69,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "deploy",
         "Unit files, a crontab or CronJob manifests generated from the job schedules.",
     ),
+    "schedule": (
+        "schedule",
+        "One-off future runs of a job, started by the per-minute worker (run-due).",
+    ),
 }
 
 #: How every command is built (as when they were all registered on ``app``).

@@ -28,6 +28,9 @@ from jobctl.db.errors import translate
 log = logging.getLogger("jobctl.lock")
 
 NAMESPACE = 0x4A43544C  # 'JCTL'
+#: The claim locks of one-off schedules (``jobctl.scheduled``): one per claimed row,
+#: held by the worker running it (see :func:`claim_key`).
+SCHEDULE_NAMESPACE = 0x4A534348  # 'JSCH'
 
 
 def holder_name() -> str:
@@ -39,6 +42,11 @@ def lock_key(job: str) -> int:
     """A stable 31-bit key derived from the job name, the same on every host."""
     digest = hashlib.blake2b(job.encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+def claim_key(scheduled_id: int) -> int:
+    """The claim lock's key of a ``jobctl.scheduled`` row (``id & 0x7FFFFFFF`` in SQL too)."""
+    return scheduled_id & 0x7FFFFFFF
 
 
 # On a network cut (no reset from the peer) a dead TCP connection would look alive
@@ -63,10 +71,14 @@ HELD_SQL = (
 class JobLock:
     """The lock of one job, held on its own connection while a run executes."""
 
-    def __init__(self, db: Database, job: str) -> None:
+    def __init__(
+        self, db: Database, job: str, *, namespace: int = NAMESPACE, key: int | None = None
+    ) -> None:
         self.db = db
         self.job = job
-        self.key = lock_key(job)
+        # A schedule's claim lock is this lock in its own namespace (SCHEDULE_NAMESPACE).
+        self.namespace = namespace
+        self.key = lock_key(job) if key is None else key
         self._conn: psycopg.Connection[Any] | None = None
         self._mutex = threading.Lock()
         self.backend_pid: int | None = None
@@ -90,7 +102,7 @@ class JobLock:
                 conn.execute("SET LOCAL statement_timeout = 0")
                 row = conn.execute(
                     "SELECT pg_try_advisory_xact_lock(%s, %s), pg_backend_pid()",
-                    (NAMESPACE, self.key),
+                    (self.namespace, self.key),
                 ).fetchone()
                 assert row is not None
                 if row[0]:

@@ -108,6 +108,33 @@ report_deliveries = Table(
     Column("sent_at", DateTime(timezone=True), nullable=False),
 )
 
+# sql/0006: one-off scheduled runs, written only by jobctl.db.scheduled (plain SQL).
+scheduled = Table(
+    "scheduled",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("job", Text, nullable=False),
+    Column("params", JSONB, nullable=False),
+    Column("run_at", DateTime(timezone=True), nullable=False),
+    Column("timezone", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", Text),
+    Column("status", Text, nullable=False),
+    Column("every", Text),
+    Column("until", DateTime(timezone=True)),
+    Column("anchor_local", DateTime(timezone=False)),
+    Column("occurrence", Integer, nullable=False),
+    Column("previous_id", BigInteger),
+    Column("claimed_by", Text),
+    Column("claimed_at", DateTime(timezone=True)),
+    Column("claim_backend_pid", Integer),
+    Column("attempts", Integer, nullable=False),
+    Column("run_id", BigInteger),
+    Column("run_status", Text),
+    Column("error_message", Text),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
 # Columns of the ledger as the user sees them (``runs list --json`` keys).
 LEDGER_COLUMNS = [
     c.name for c in runs.columns if c.name not in {"lock_backend_pid", "lock_key", "log_tail"}

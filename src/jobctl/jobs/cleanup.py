@@ -11,11 +11,11 @@
 
     [retention]                     # the built-in policies' keep durations
     runs = "180d"                   # jobctl.runs: finished runs, children with them
-    schedules = "30d"               # the one-off schedules table, once it exists
+    schedules = "30d"               # jobctl.scheduled: finished one-off schedules
     snapshots = { day = "90d", week = "730d", month = "1826d" }
 
-Built-in policies, after the configured ones: ``runs``, ``schedules`` (skipped while
-its table does not exist) and ``snapshots.SET`` for every snapshot set (its rows
+Built-in policies, after the configured ones: ``runs``, ``schedules`` (finished
+one-off schedules in ``jobctl.scheduled``) and ``snapshots.SET`` for every snapshot set (its rows
 per period type by ``period_start``; a set's own ``retention = { day = "30d" }``
 overrides ``[retention.snapshots]``; skipped until the set's table is created).
 
@@ -44,11 +44,12 @@ if TYPE_CHECKING:  # the context brings SQLAlchemy: a skipped tick must not impo
     from jobctl.context import RunContext
     from jobctl.db.retention import Target
 
-#: The table of one-off schedules (``jobctl schedule add``), not created yet: its
-#: policy is skipped until a migration creates it, with these columns.
-SCHEDULES_TABLE = "jobctl.schedules"
+#: The table of one-off schedules (``jobctl schedule add``, sql/0006): its finished
+#: rows (triggered, cancelled, failed) go after ``[retention] schedules``; pending
+#: and running ones never (their ``finished_at`` is NULL: the table's CHECK).
+SCHEDULES_TABLE = "jobctl.scheduled"
 SCHEDULES_COLUMN = "finished_at"
-SCHEDULES_FINISHED = "status <> 'pending'"
+SCHEDULES_FINISHED = "status IN ('triggered', 'cancelled', 'failed')"
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def policies(settings: Settings) -> dict[str, Policy]:
     retention = settings.retention
     found["runs"] = Policy("runs", (Part("jobctl.runs", "started_at", retention.runs),), runs=True)
     schedules = Part(SCHEDULES_TABLE, SCHEDULES_COLUMN, retention.schedules, SCHEDULES_FINISHED)
-    found["schedules"] = Policy("schedules", (schedules,), optional=True)
+    found["schedules"] = Policy("schedules", (schedules,))
     for snapshot in settings.snapshots.values():
         policy = _snapshot_policy(snapshot, settings)
         found[policy.name] = policy
