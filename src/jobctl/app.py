@@ -5,11 +5,11 @@ Every command opens one ``App``, calls one method and renders what it returns.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobctl.errors import UsageError
 from jobctl.jobspec import RunStatus
@@ -20,11 +20,15 @@ if TYPE_CHECKING:
 
     # The database layer (SQLAlchemy, psycopg) and the runner are imported by the
     # methods that use them: a command pays only for what it touches.
+    from sqlalchemy import Connection
+
     from jobctl.config import Settings
     from jobctl.db.engine import Database
     from jobctl.deploy import DeployResult
     from jobctl.gaps import Gap
     from jobctl.runner import CrashReport, Runner, RunOptions, RunOutcome
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,9 @@ class JobInfo:
     last_run_id: int | None
     last_success: datetime | None
     running: Mapping[str, Any] | None
+    #: Days in the coming year when the schedule meets a DST gap or repeat of its zone,
+    #: and what the configured scheduler then does (``schedule.DstNote``).
+    dst_notes: list[Any] = field(default_factory=list)
 
 
 class App:
@@ -72,6 +79,17 @@ class App:
             from jobctl.runner import alert_after_sweep
 
             alert_after_sweep(self.settings, self.db, dead)
+
+    def read_ledger(self, read: Callable[[Connection], T]) -> T:
+        """``read(conn)`` after runs left by dead processes are marked abandoned (and
+        alerted), in one transaction: what the health commands see is current."""
+        from jobctl.db import ledger
+
+        with self.db.begin() as conn:
+            dead = ledger.sweep_abandoned(conn)
+            found = read(conn)
+        self._alert_abandoned(dead)
+        return found
 
     def runner(self) -> Runner:
         from jobctl.runner import Runner
@@ -163,7 +181,7 @@ class App:
 
     def jobs_overview(self, now: datetime | None = None) -> list[JobInfo]:
         from jobctl.db import ledger
-        from jobctl.schedule import parse_schedule
+        from jobctl.schedule import dst_notes, parse_schedule
 
         now = now or datetime.now(UTC)
         with self.db.begin() as conn:
@@ -176,10 +194,11 @@ class App:
         for name in names:
             cfg = self.settings.job(name)
             spec = self.jobs.get(name)
-            words, nxt = None, []
+            words, nxt, notes = None, [], []
             if cfg.schedule:
                 sched = parse_schedule(cfg.schedule, cfg.timezone, self.settings.scheduler)
                 words, nxt = sched.describe(), sched.next_fire_times(now, 3)
+                notes = dst_notes(sched, now)
             info = last.get(name, {})
             infos.append(
                 JobInfo(
@@ -199,6 +218,7 @@ class App:
                     last_run_id=info.get("id"),
                     last_success=info.get("last_success"),
                     running=running.get(name),
+                    dst_notes=notes,
                 )
             )
         return infos

@@ -276,6 +276,109 @@ class Schedule:
         return f"{words} ({self.tz.key})"
 
 
+@dataclass(frozen=True)
+class DstNote:
+    """A day on which some of a schedule's wall-clock times do not exist (``gap``,
+    clocks go forward) or happen twice (``repeat``, clocks go back), and what the
+    schedule's flavour does about it."""
+
+    day: date
+    kind: Literal["gap", "repeat"]
+    #: The times concerned: ``02:30``, or ``60 times from 02:00 to 02:59``
+    times: str
+    zone: str
+    flavour: str
+    #: ``skipped``, ``runs at 03:00 instead``, ``runs once, at the first (EDT)``, …
+    effect: str
+
+    def short(self) -> str:
+        return f"DST {self.day:%m-%d}: {self.times} {self.effect}"
+
+    def __str__(self) -> str:
+        what = "does not exist" if self.kind == "gap" else "happens twice"
+        if self.kind == "gap" and "times" in self.times:
+            what = "do not exist"
+        elif "times" in self.times:
+            what = "happen twice"
+        return (
+            f"{self.day.isoformat()}: {self.times} {what} in {self.zone}; "
+            f"under {self.flavour} the job {self.effect}"
+        )
+
+
+def _times(walls: list[datetime]) -> str:
+    if len(walls) <= 3:
+        return ", ".join(f"{w:%H:%M}" for w in walls)
+    return f"{len(walls)} times from {walls[0]:%H:%M} to {walls[-1]:%H:%M}"
+
+
+def _local(instants: Iterable[datetime], tz: ZoneInfo) -> str:
+    return ", ".join(f"{i.astimezone(tz):%H:%M} {i.astimezone(tz).tzname()}" for i in instants)
+
+
+def dst_notes(schedule: Schedule, start: datetime, days: int = 366) -> list[DstNote]:
+    """The days in the ``days`` after ``start`` on which ``schedule`` meets a gap or a
+    repeat of its zone, with what its flavour then does (the same computation as
+    :meth:`Schedule.fire_times`: systemd and k8s skip a missing time, cron runs a
+    fixed time at the first minute that exists; a repeated time fires once under
+    systemd, twice under k8s, as cronsim says under cron)."""
+    tz = schedule.tz
+    spec = schedule._spec
+    first_day = _aware_utc(start, "start").astimezone(tz).date()
+    notes: list[DstNote] = []
+    for i in range(days + 1):
+        d = first_day + timedelta(days=i)
+        if d >= date.max - _ONE_DAY:
+            break
+        nxt = d + _ONE_DAY
+        if (
+            datetime(d.year, d.month, d.day, tzinfo=tz).utcoffset()
+            == datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).utcoffset()
+        ):
+            continue
+        if d.month not in spec.months or not spec.sim.match_day(d):
+            continue
+        notes.extend(_transition_notes(schedule, d))
+    return notes
+
+
+def _transition_notes(schedule: Schedule, d: date) -> list[DstNote]:
+    tz = schedule.tz
+    gaps: list[datetime] = []
+    repeats: list[datetime] = []
+    expected: set[datetime] = set()
+    for hour, minute in schedule._spec.walls:
+        wall = datetime(d.year, d.month, d.day, hour, minute, tzinfo=tz)
+        first = wall.astimezone(UTC)
+        back = first.astimezone(tz)
+        if (back.date(), back.hour, back.minute) != (d, hour, minute):
+            gaps.append(wall)
+            continue
+        second = wall.replace(fold=1).astimezone(UTC)
+        expected.update((first, second))
+        if second != first:
+            repeats.append(wall)
+    fires = set(schedule._transition_day_fires(d))
+    notes = []
+    if gaps:
+        moved = sorted(fires - expected)
+        effect = f"runs at {_local(moved, tz)} instead" if moved else "is skipped"
+        notes.append(DstNote(d, "gap", _times(gaps), tz.key, schedule.flavour, effect))
+    if repeats:
+        instants = [(w.astimezone(UTC), w.replace(fold=1).astimezone(UTC)) for w in repeats]
+        twice = all(a in fires and b in fires for a, b in instants)
+        once = [a if a in fires else b for a, b in instants if (a in fires) != (b in fires)]
+        if twice:
+            a, b = instants[0]
+            effect = f"runs twice, at {_local([a], tz)} and {_local([b], tz)}"
+        elif once and len(once) == len(instants):
+            effect = f"runs once, at {_local(once[:1], tz)}"
+        else:
+            effect = "runs once or twice depending on the time"
+        notes.append(DstNote(d, "repeat", _times(repeats), tz.key, schedule.flavour, effect))
+    return notes
+
+
 def parse_schedule(expr: str, tz: str, flavour: str = "systemd") -> Schedule:
     """Validate expression, zone and flavour; raise UsageError naming the bad value."""
     if not isinstance(expr, str) or not expr.strip():

@@ -73,6 +73,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "schedule",
         "One-off future runs of a job, started by the per-minute worker (run-due).",
     ),
+    "status": (
+        "status",
+        "Every job's health: ok, overdue, failing, running, stuck, disabled; "
+        "exit 1 unless all are healthy.",
+    ),
+    "check": (
+        "check",
+        "Check one job, monitoring-plugin style: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+    ),
+    "metrics": ("metrics", "The run ledger as Prometheus metrics (text exposition format)."),
 }
 
 #: How every command is built (as when they were all registered on ``app``).

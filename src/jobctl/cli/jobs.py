@@ -123,6 +123,8 @@ def jobs_table(infos: list[Any], now: datetime) -> Table:
             # The zone on a line of its own: the words then fit one line at 80 columns.
             schedule = Text(words.removesuffix(f" ({info.timezone})"))
             schedule.append(f"\n{info.timezone}", style="dim")
+            for note in info.dst_notes:
+                schedule.append(f"\n{note.short()}", style="yellow")
             nxt = "\n".join(
                 t.astimezone(zone).strftime("%a %m-%d %H:%M") for t in info.next_fire_times
             )
@@ -152,6 +154,7 @@ def _job_json(info: Any) -> dict[str, Any]:
         "last_run_id": info.last_run_id,
         "last_success": info.last_success,
         "running": info.running,
+        "dst_warnings": [str(n) for n in info.dst_notes],
     }
 
 
