@@ -66,35 +66,39 @@ def _ts(moment: datetime | None) -> float | None:
     return None if moment is None else moment.timestamp()
 
 
+def _gauge(name: str, doc: str, *labels: str) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=list(labels))
+
+
 def job_families(statuses: Iterable[JobStatus]) -> Iterator[Metric]:
     """The per-job gauges, from the jobs' health."""
-    success = GaugeMetricFamily(
+    success = _gauge(
         "jobctl_job_last_success_timestamp_seconds",
         "End of the job's last completed (non-dry) run, Unix time.",
-        labels=["job"],
+        "job",
     )
-    last_run = GaugeMetricFamily(
+    last_run = _gauge(
         "jobctl_job_last_run_timestamp_seconds",
         "End of the job's last finished run, Unix time.",
-        labels=["job"],
+        "job",
     )
-    duration = GaugeMetricFamily(
+    duration = _gauge(
         "jobctl_job_last_run_duration_seconds",
         "Duration of the job's last finished run.",
-        labels=["job", "status"],
+        "job",
+        "status",
     )
-    running = GaugeMetricFamily(
-        "jobctl_job_running", "1 while a run of the job is in progress.", labels=["job"]
-    )
-    streak = GaugeMetricFamily(
+    running = _gauge("jobctl_job_running", "1 while a run of the job is in progress.", "job")
+    streak = _gauge(
         "jobctl_job_consecutive_failures",
         "Failed or abandoned runs since the job's last success.",
-        labels=["job"],
+        "job",
     )
-    health = GaugeMetricFamily(
+    health = _gauge(
         "jobctl_job_health",
         "1 for the job's state as jobctl status says it, 0 for the others.",
-        labels=["job", "state"],
+        "job",
+        "state",
     )
     for s in statuses:
         ok_at = _ts(s.last_success.finished_at) if s.last_success else None
@@ -117,17 +121,16 @@ def ledger_families(conn: Connection, now: datetime) -> Iterator[Metric]:
     from jobctl.db.job_state import ledger_totals
 
     totals = ledger_totals(conn)
-    runs = GaugeMetricFamily(
-        "jobctl_ledger_runs",
-        "Runs in the retained run ledger, by job and status.",
-        labels=["job", "status"],
+    runs = _gauge(
+        "jobctl_ledger_runs", "Runs in the retained run ledger, by job and status.", "job", "status"
     )
     for (job, status), n in sorted(totals.runs.items()):
         runs.add_metric([job, status], float(n))
-    records = GaugeMetricFamily(
+    records = _gauge(
         "jobctl_ledger_records",
         "Records moved by the completed runs in the retained ledger, by job and kind.",
-        labels=["job", "kind"],
+        "job",
+        "kind",
     )
     for (job, kind), n in sorted(totals.records.items()):
         records.add_metric([job, kind], float(n))
@@ -154,10 +157,10 @@ def schedule_families(conn: Connection, now: datetime) -> Iterator[Metric]:
     if not table_exists(conn, "jobctl.scheduled"):
         return
     stats = importlib.import_module("jobctl.db.scheduled").stats(conn, now - SCHEDULE_WINDOW)
-    family = GaugeMetricFamily(
+    family = _gauge(
         "jobctl_schedules",
         f"One-off schedules created in the last {SCHEDULE_WINDOW.days} days, by figure.",
-        labels=["figure"],
+        "figure",
     )
     for name, value in sorted(_numbers(stats).items()):
         if isinstance(value, bool):

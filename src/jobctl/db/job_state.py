@@ -2,10 +2,10 @@
 ``metrics`` are computed from.
 
 Read only (``jobctl.db.ledger`` is the one module that writes ``jobctl.runs``). Dry
-runs are left out of the last run and the last success (they applied nothing); backfill children count under
-their own job, but only a top-level run is "running now" (a child runs under its
-parent's lock). Every figure is over the retained ledger (``cleanup`` keeps 180 days
-by default).
+runs are left out of the last run and the last success (they applied nothing);
+backfill children count under their own job, but only a top-level run is "running
+now" (a child runs under its parent's lock). Every figure is over the retained ledger
+(``cleanup`` keeps 180 days by default).
 """
 
 from __future__ import annotations
