@@ -538,3 +538,11 @@ def test_metrics_schedule_hook_when_the_module_and_table_exist(
     assert sample(fams, "jobctl_schedules", figure="pending") == 2
     assert sample(fams, "jobctl_schedules", figure="by_status:failed") == 3
     assert len(fams["jobctl_schedules"].samples) == 3  # the string is left out
+
+
+def test_check_bad_config_is_unknown_and_status_keeps_exit_2(cli: Cli, project: Path) -> None:
+    configure(project, 'heartbeat = "soon"\n')
+    result = cli("check", "sync")
+    assert result.code == 3 and result.stdout.startswith("JOBCTL UNKNOWN - ")
+    assert "heartbeat" in result.stdout and result.stdout.count("\n") == 1
+    assert cli("status").code == 2  # the plugin convention is check's alone
