@@ -22,28 +22,28 @@ metric                                         labels             value
 ``jobctl_ledger_runs``                         job, status        runs in the ledger
 ``jobctl_ledger_records``                      job, kind          records moved by completed
                                                                   runs (new, updated, …)
-``jobctl_schedules``                           figure             one-off schedules, when
-                                                                  ``jobctl.db.scheduled`` and
-                                                                  its table exist
+``jobctl_schedules``                           status             one-off schedules (pending,
+                                                                  running, finished lately)
+``jobctl_schedules_imminent`` / ``_overdue``                      pending ones due within 5
+                                                                  min / already due
+``jobctl_schedules_success_ratio``                                finished ones that completed
+``jobctl_schedules_next_run_timestamp_seconds``                   the next pending one
 =============================================  =================  =========================
 
 A family of metrics is added by one function ``(conn, now) -> families`` in
 :data:`SOURCES`; :func:`schedule_families` is the one for one-off schedules, and
-yields nothing on a version without them.
+yields nothing on a database without their table.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
-from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
@@ -137,41 +137,43 @@ def ledger_families(conn: Connection, now: datetime) -> Iterator[Metric]:
     yield from (runs, records)
 
 
-def _numbers(value: Any) -> Mapping[str, Any]:
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    if isinstance(value, Mapping):
-        return value
-    return {k: v for k, v in vars(value).items() if not k.startswith("_")}
-
-
 def schedule_families(conn: Connection, now: datetime) -> Iterator[Metric]:
-    """One-off schedule figures from ``jobctl.db.scheduled.stats(conn, since)``, when that
-    module and its table exist (nothing otherwise). Each number the stats hold becomes
-    ``jobctl_schedules{figure="NAME"}``; a mapping of numbers (say ``by_status``)
-    ``jobctl_schedules{figure="by_status:KEY"}``."""
-    from jobctl.db.job_state import table_exists
+    """One-off schedules (``jobctl.db.scheduled.stats`` over :data:`SCHEDULE_WINDOW`):
+    nothing on a database without their table."""
+    from jobctl.db.job_state import schedule_stats
 
-    if importlib.util.find_spec("jobctl.db.scheduled") is None:
+    stats = schedule_stats(conn, SCHEDULE_WINDOW)
+    if stats is None:
         return
-    if not table_exists(conn, "jobctl.scheduled"):
-        return
-    stats = importlib.import_module("jobctl.db.scheduled").stats(conn, now - SCHEDULE_WINDOW)
-    family = _gauge(
+    window = f"{SCHEDULE_WINDOW.days} days"
+    by_status = _gauge(
         "jobctl_schedules",
-        f"One-off schedules created in the last {SCHEDULE_WINDOW.days} days, by figure.",
-        "figure",
+        f"One-off schedules by status: pending and running ones, and those finished in "
+        f"the last {window}.",
+        "status",
     )
-    for name, value in sorted(_numbers(stats).items()):
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int | float):
-            family.add_metric([name], float(value))
-        elif isinstance(value, Mapping):
-            for key, inner in sorted(value.items(), key=lambda kv: str(kv[0])):
-                if isinstance(inner, int | float) and not isinstance(inner, bool):
-                    family.add_metric([f"{name}:{key}"], float(inner))
-    yield family
+    for status, n in sorted(stats["by_status"].items()):
+        by_status.add_metric([status], float(n))
+    yield by_status
+    imminent = _gauge("jobctl_schedules_imminent", "Pending schedules due within 5 minutes.")
+    imminent.add_metric([], float(stats["imminent"]))
+    overdue = _gauge("jobctl_schedules_overdue", "Pending schedules already due, not yet taken.")
+    overdue.add_metric([], float(stats["overdue"]))
+    yield from (imminent, overdue)
+    if stats.get("success_rate") is not None:
+        ratio = _gauge(
+            "jobctl_schedules_success_ratio",
+            f"Share of the schedules finished in the last {window} whose run completed.",
+        )
+        ratio.add_metric([], float(stats["success_rate"]))
+        yield ratio
+    if stats.get("next_run_at") is not None:
+        nxt = _gauge(
+            "jobctl_schedules_next_run_timestamp_seconds",
+            "When the next pending schedule is due, Unix time.",
+        )
+        nxt.add_metric([], stats["next_run_at"].timestamp())
+        yield nxt
 
 
 #: Families read from the database besides the per-job ones, in the exposition's order.

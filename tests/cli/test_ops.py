@@ -361,7 +361,8 @@ def test_metrics_exposition(
     assert sample(fams, "jobctl_job_health", job="sync", state="failing") == 1
     assert sample(fams, "jobctl_job_health", job="sync", state="ok") == 0
     assert sample(fams, "jobctl_job_health", job="cleanup", state="ok") == 1
-    assert "jobctl_schedules" not in fams  # no jobctl.db.scheduled in this version
+    assert sample(fams, "jobctl_schedules", status="pending") == 0  # none scheduled
+    assert "jobctl_schedules_success_ratio" not in fams  # none finished: no ratio
 
 
 def test_metrics_textfile_is_replaced_atomically(
@@ -506,38 +507,26 @@ def test_cron_notes_agree_with_cronsim() -> None:
     assert note.effect == "runs once, at 01:30 EDT"
 
 
-def test_metrics_schedule_hook_when_the_module_and_table_exist(
-    project: Path, db_url: str, psql: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import importlib.machinery
-    import types
-
-    from jobctl.app import App
-    from jobctl.config import load_settings
-    from jobctl.metrics import exposition
-
-    seen: list[datetime] = []
-
-    def stats(conn: Any, since: datetime) -> dict[str, Any]:
-        seen.append(since)
-        return {"pending": 2, "imminent": 1, "by_status": {"failed": 3}, "name": "x"}
-
-    fake = types.ModuleType("jobctl.db.scheduled")
-    fake.__spec__ = importlib.machinery.ModuleSpec("jobctl.db.scheduled", None)
-    fake.stats = stats  # type: ignore[attr-defined]
-    monkeypatch.setitem(__import__("sys").modules, "jobctl.db.scheduled", fake)
-    app = App(load_settings(config_path=project / "jobctl.toml", environ={"DATABASE_URL": db_url}))
-    try:
-        assert "jobctl_schedules" not in families(exposition(app, NOW))  # no table yet
-        assert seen == []
-        psql.execute("CREATE TABLE jobctl.scheduled (id bigint)")
-        fams = families(exposition(app, NOW))
-    finally:
-        app.close()
-    assert seen == [NOW - timedelta(days=7)]
-    assert sample(fams, "jobctl_schedules", figure="pending") == 2
-    assert sample(fams, "jobctl_schedules", figure="by_status:failed") == 3
-    assert len(fams["jobctl_schedules"].samples) == 3  # the string is left out
+def test_metrics_one_off_schedules(cli: Cli, psql: psycopg.Connection[Any]) -> None:
+    psql.execute(
+        "INSERT INTO jobctl.scheduled (job, run_at, timezone) VALUES"
+        " ('sync', now() + interval '2 minutes', 'UTC'), ('sync', now() + interval '2 days', 'UTC')"
+    )
+    psql.execute(
+        "INSERT INTO jobctl.scheduled (job, run_at, timezone, status, finished_at, created_at)"
+        " VALUES ('sync', now() - interval '1 hour', 'UTC', 'failed', now(),"
+        " now() - interval '2 hours')"
+    )
+    result = cli("metrics")
+    assert result.code == 0, result.stderr
+    fams = families(result.stdout)
+    assert sample(fams, "jobctl_schedules", status="pending") == 2
+    assert sample(fams, "jobctl_schedules", status="failed") == 1
+    assert sample(fams, "jobctl_schedules", status="triggered") == 0
+    assert sample(fams, "jobctl_schedules_imminent") == 1
+    assert sample(fams, "jobctl_schedules_overdue") == 0
+    assert sample(fams, "jobctl_schedules_success_ratio") == 0
+    assert sample(fams, "jobctl_schedules_next_run_timestamp_seconds") > NOW.timestamp()
 
 
 def test_check_bad_config_is_unknown_and_status_keeps_exit_2(cli: Cli, project: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -169,3 +169,14 @@ def table_exists(conn: Connection, name: str) -> bool:
     """Whether ``name`` (``schema.table``) exists: a table another version may not have."""
     row = conn.exec_driver_sql("SELECT to_regclass(%(name)s)", {"name": name}).fetchone()
     return bool(row and row[0] is not None)
+
+
+def schedule_stats(conn: Connection, window: timedelta) -> dict[str, Any] | None:
+    """``jobctl.db.scheduled.stats`` over ``window`` on this transaction's connection;
+    None on a database without the one-off schedules' table."""
+    if not table_exists(conn, "jobctl.scheduled"):
+        return None
+    from jobctl.db import scheduled
+
+    raw = conn.connection.driver_connection  # scheduled.py speaks psycopg
+    return scheduled.stats(raw, window)  # type: ignore[arg-type]
