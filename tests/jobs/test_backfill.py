@@ -159,11 +159,12 @@ def test_sixty_days_then_again_then_missing(
     kids3 = [r for r in all_runs(psql, "snapshot") if r["parent_id"] == parent3["id"]]
     assert [c["partition"] for c in kids3] == lost_dates
     assert {c["status"] for c in kids3} == {"completed"}
-    # Each fills the schedule slot that works on its date (03:00 Toronto the day after).
+    # Each fills the schedule slot that works on its date (02:00 UTC two days after: the
+    # last Toronto day that has ended then).
     for c in kids3:
-        slot = c["scheduled_for"].astimezone(ZONE)
-        assert (slot.date() - timedelta(days=1)).isoformat() == c["partition"]
-        assert (slot.hour, slot.minute) == (3, 0)
+        slot = c["scheduled_for"].astimezone(UTC)
+        assert (slot.date() - timedelta(days=2)).isoformat() == c["partition"]
+        assert (slot.hour, slot.minute) == (2, 0)
     assert gap_dates(cli) == before
 
 

@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -212,28 +211,28 @@ def example_app(tmp_path: Path, db_url: str) -> Iterator[App]:
 def test_snapshot_catches_up_the_days_it_missed(
     example_app: App, psql: psycopg.Connection[Any]
 ) -> None:
-    """The example's snapshot job (daily 03:00 Toronto, catchup = all) after an outage."""
+    """The example's snapshot job (daily 02:00 UTC, catchup = all) after an outage: a slot
+    at 02:00 UTC on day D works on D - 2, the last day that has ended in Toronto then."""
     app = example_app
     synced = app.run_job("sync", RunOptions(), SyncArgs(sources=[], on_date="2026-10-09"))
     assert synced.status == "completed", synced.message
-    # Computed by hand for 10-03 .. 10-05 (the slots of 10-04 .. 10-06 are covered).
-    for day in ("2026-10-03", "2026-10-04", "2026-10-05"):
+    # Computed by hand for 10-02 .. 10-04 (the slots of 10-04 .. 10-06 are covered).
+    for day in ("2026-10-02", "2026-10-03", "2026-10-04"):
         done = app.run_job("snapshot", RunOptions(), SnapshotArgs(sets=[], on_date=day, periods=[]))
         assert done.status == "completed", done.message
-    toronto = ZoneInfo("America/Toronto")
-    at = datetime(2026, 10, 10, 3, 0, 30, tzinfo=toronto)
+    at = datetime(2026, 10, 10, 2, 0, 30, tzinfo=UTC)
     outcome = app.run("snapshot", RunOptions(trigger="timer", now=at))
     assert outcome.status == "completed", outcome.message
-    assert outcome.scheduled_for == datetime(2026, 10, 10, 3, 0, tzinfo=toronto)
-    assert runs(psql, id=outcome.run_id)[0]["partition"] == "2026-10-09"
+    assert outcome.scheduled_for == datetime(2026, 10, 10, 2, 0, tzinfo=UTC)
+    assert runs(psql, id=outcome.run_id)[0]["partition"] == "2026-10-08"
     children = runs(psql, parent_id=outcome.run_id)
-    assert [c["partition"] for c in children] == ["2026-10-06", "2026-10-07", "2026-10-08"]
-    assert [c["scheduled_for"].astimezone(toronto) for c in children] == [
-        datetime(2026, 10, d, 3, 0, tzinfo=toronto) for d in (7, 8, 9)
+    assert [c["partition"] for c in children] == ["2026-10-05", "2026-10-06", "2026-10-07"]
+    assert [c["scheduled_for"] for c in children] == [
+        datetime(2026, 10, d, 2, 0, tzinfo=UTC) for d in (7, 8, 9)
     ]
     assert {c["status"] for c in children} == {"completed"}
     days = psql.execute(
         "SELECT DISTINCT period_start FROM snap_permits_by_ward WHERE period_type = 'day'"
         " ORDER BY 1"
     ).fetchall()
-    assert [d for (d,) in days] == [date(2026, 10, n) for n in range(3, 10)]
+    assert [d for (d,) in days] == [date(2026, 10, n) for n in range(2, 9)]

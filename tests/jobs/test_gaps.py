@@ -262,9 +262,11 @@ def test_the_example_snapshot_schedule_serves_every_date(tmp_path: Path) -> None
     assert cfg.schedule is not None
     schedule = parse_schedule(cfg.schedule, cfg.timezone, settings.scheduler)
     start = datetime(2026, 1, 2, tzinfo=UTC)
+    # 02:00 UTC works on the Toronto day that ended 21-22 h before: 2027-01-02's slot
+    # serves 2026-12-31
     served = {
         served_date(settings, f)
-        for f in schedule.fire_times(start, datetime(2027, 1, 2, tzinfo=UTC))
+        for f in schedule.fire_times(start, datetime(2027, 1, 3, tzinfo=UTC))
     }
     year = {date(2026, 1, 1) + timedelta(days=n) for n in range(365)}
     assert sorted(year - served) == []
