@@ -246,14 +246,17 @@ def _params(value: object) -> dict[str, str]:
         raise ValueError("must be a table of key = value")
     params: dict[str, str] = {}
     for k, v in value.items():
+        # A key with a line break (or any odd character) is named quoted: the error
+        # stays one line.
+        key = f"params.{k}" if re.fullmatch(r"[A-Za-z0-9_-]+", k) else f"params.{shown(k)}"
         if isinstance(v, (date, time)):  # datetime is a date
             v = v.isoformat()
         if not isinstance(v, (str, int, float)):
-            raise FieldError(f"params.{k}", f"{shown(v)} is not a string, number, boolean or date")
+            raise FieldError(key, f"{shown(v)} is not a string, number, boolean or date")
         try:
             params[_string(k)] = _string(str(v))
         except ValueError as exc:
-            raise FieldError(f"params.{k}", str(exc)) from None
+            raise FieldError(key, str(exc)) from None
     return params
 
 

@@ -832,6 +832,7 @@ def test_defaults_of_the_sections_that_are_absent(tmp_path: Path) -> None:
             "alerts.channels.ops.type: 'pager' is not one of email,",
         ),
         ('[alerts.channels.f]\ntype = "file"\n', "alerts.channels.f.path: is required"),
+        ('[jobs.sync]\nparams = { "\\n" = [1] }\n', "jobs.sync.params.'\\n': [1] is not a"),
         ('[report]\nformat = "fax"\n', "report.format: 'fax' is not one of text, markdown,"),
         ("[report]\nquery_timeout = 0\n", "report.query_timeout: duration 0"),
         ('[report]\nrecipients = "DELETE FROM u"\n', "report.recipients: starts with 'DELETE'"),
