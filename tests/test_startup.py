@@ -49,6 +49,11 @@ RUN_ONLY = (
     "jobctl.jobs.snapshot",
     "jobctl.jobs.backfill",
     "jobctl.sources",
+    "jinja2",
+    "prometheus_client",
+    "smtplib",
+    "jobctl.jobs.report",
+    "jobctl.deploy",
 )
 
 # -X importtime does not see modules loaded through importlib.import_module (as the
