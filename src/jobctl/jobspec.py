@@ -51,6 +51,10 @@ class Trigger(StrEnum):
     CATCHUP = "catchup"
 
 
+#: The name the per-minute ``jobctl schedule run-due`` worker goes by in deployment files
+#: (its units' ``OnFailure=`` hook names it like a job).
+SCHEDULE_WORKER = "schedule-worker"
+
 #: The triggers of a scheduler's tick: only they serve a schedule slot by themselves.
 SLOT_TRIGGERS = frozenset({Trigger.TIMER, Trigger.CRON, Trigger.SCHEDULE})
 
@@ -208,6 +212,7 @@ def user_job_spec(
 
 
 __all__ = [
+    "SCHEDULE_WORKER",
     "SLOT_TRIGGERS",
     "ChildRequest",
     "JobSpec",

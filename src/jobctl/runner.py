@@ -43,6 +43,7 @@ from jobctl.errors import (
 )
 from jobctl.interrupts import Interruption, Interrupts
 from jobctl.jobspec import (
+    SCHEDULE_WORKER,
     SLOT_TRIGGERS,
     ChildRequest,
     Plan,
@@ -203,7 +204,9 @@ class Runner:
         unit failed before jobctl recorded anything (a bad ExecStart=, exit 2, a crash
         at start-up): a ``failed`` run says so, and the job's alerts are sent for it.
         """
-        resolve_job(job, self.jobs, self.settings)  # an unknown name: UsageError, no row
+        worker = job == SCHEDULE_WORKER
+        if not worker:
+            resolve_job(job, self.jobs, self.settings)  # an unknown name: UsageError, no row
         unit = unit or f"systemd unit of {job}"
         how = ", ".join(
             f"{k} {v}" for k, v in (("result", result), ("exit status", exit_status)) if v
@@ -216,6 +219,12 @@ class Runner:
             return CrashReport(job, dead, None, message)
         if exit_status in _RECORDED_EXITS and result == "exit-code":
             message = f"{unit} failed ({how}): jobctl recorded the run and its alerts itself"
+            return CrashReport(job, [], None, message)
+        if worker:
+            # Not a job: no run row to record and no channels of its own. What it was
+            # running was swept above; its schedule rows are settled by the next tick.
+            message = f"{unit} failed ({how or 'no result given'}); no run of it was running"
+            log.error("%s", message, extra={"action": "runs.mark_crashed"})
             return CrashReport(job, [], None, message)
         error = f"{unit} failed ({how or 'no result given'}) before jobctl recorded a run"
         with self.db.begin() as conn:

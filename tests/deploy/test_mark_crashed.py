@@ -105,3 +105,25 @@ def test_an_unknown_job_exits_2_and_writes_nothing(
     assert result.code == 2 and "no_such_job" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert runs(psql) == []
+
+
+def test_the_schedule_workers_hook_sweeps_every_job_and_writes_no_row_of_its_own(
+    project: Path, cli: Cli, psql: psycopg.Connection[Any]
+) -> None:
+    setup(project, cli)
+    # the worker was OOM-killed while it ran a schedule of the sleepy job
+    psql.execute(
+        "INSERT INTO jobctl.runs (job, trigger, status, host, pid, jobctl_version,"
+        " lock_backend_pid, lock_key) VALUES ('sleepy', 'schedule', 'running', 'h', 1, 't',"
+        " 999999, 12345)"
+    )
+    killed = cli("runs", "mark-crashed", "schedule-worker", "--result", "oom-kill", "--json")
+    assert killed.code == 0, killed.stderr
+    assert json.loads(killed.stdout)["abandoned"] == [runs(psql)[0][0]]
+    assert runs(psql)[0][2] == "abandoned"
+    # nothing was running: no row for a job that does not exist
+    again = cli(
+        "runs", "mark-crashed", "schedule-worker", "--result", "exit-code", "--exit-status", "2"
+    )
+    assert again.code == 0 and "no run of it was running" in again.stderr
+    assert len(runs(psql)) == 1

@@ -24,12 +24,13 @@ from typing import Literal, get_args
 from jobctl.config import Settings
 from jobctl.config_models import JobConfig
 from jobctl.errors import UsageError
+from jobctl.jobspec import SCHEDULE_WORKER
 
 Target = Literal["systemd", "cron", "k8s"]
 TARGETS: tuple[str, ...] = get_args(Target)
 #: The crontab's file name in its directory (installed as /etc/cron.d/jobctl).
 CRONTAB = "crontab.example"
-WORKER = "schedule-worker"
+WORKER = SCHEDULE_WORKER
 #: Built-in jobs a timer can start without arguments (backfill needs --from/--to).
 _BUILTIN_COMMANDS = ("sync", "snapshot", "cleanup", "report")
 _SLUG = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
