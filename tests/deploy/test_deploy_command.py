@@ -38,14 +38,6 @@ def jobctl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_worktree_code_is_what_runs() -> None:
-    import jobctl as package
-
-    assert Path(package.__file__).is_relative_to(REPO / "src")
-    result = jobctl("deploy", "--help", cwd=REPO)
-    assert result.returncode == 0 and "--check" in result.stdout
-
-
 @pytest.mark.parametrize("target", list(SHIPPED))
 def test_shipped_files_are_what_the_example_config_generates(target: str) -> None:
     result = jobctl(
