@@ -22,6 +22,16 @@ def setup(project: Path, cli: Cli) -> None:
     assert cli("db", "upgrade").code == 0
 
 
+def killed_run(psql: psycopg.Connection[Any], trigger: str) -> None:
+    """What an OOM kill leaves: a running row of sleepy whose lock backend is gone."""
+    psql.execute(
+        "INSERT INTO jobctl.runs (job, trigger, status, host, pid, jobctl_version,"
+        " lock_backend_pid, lock_key) VALUES ('sleepy', %s, 'running', 'h', 1, 't',"
+        " 999999, 12345)",
+        (trigger,),
+    )
+
+
 def runs(psql: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
     return psql.execute(
         "SELECT id, job, status, error_message FROM jobctl.runs ORDER BY id"
@@ -32,12 +42,7 @@ def test_a_killed_run_is_marked_abandoned_and_alerted(
     project: Path, cli: Cli, psql: psycopg.Connection[Any]
 ) -> None:
     setup(project, cli)
-    # what an OOM kill leaves: a running row whose lock backend is gone
-    psql.execute(
-        "INSERT INTO jobctl.runs (job, trigger, status, host, pid, jobctl_version,"
-        " lock_backend_pid, lock_key) VALUES ('sleepy', 'timer', 'running', 'h', 1, 't',"
-        " 999999, 12345)"
-    )
+    killed_run(psql, "timer")
     result = cli(
         "runs",
         "mark-crashed",
@@ -111,12 +116,7 @@ def test_the_schedule_workers_hook_sweeps_every_job_and_writes_no_row_of_its_own
     project: Path, cli: Cli, psql: psycopg.Connection[Any]
 ) -> None:
     setup(project, cli)
-    # the worker was OOM-killed while it ran a schedule of the sleepy job
-    psql.execute(
-        "INSERT INTO jobctl.runs (job, trigger, status, host, pid, jobctl_version,"
-        " lock_backend_pid, lock_key) VALUES ('sleepy', 'schedule', 'running', 'h', 1, 't',"
-        " 999999, 12345)"
-    )
+    killed_run(psql, "schedule")  # the worker was OOM-killed while it ran a schedule
     killed = cli("runs", "mark-crashed", "schedule-worker", "--result", "oom-kill", "--json")
     assert killed.code == 0, killed.stderr
     assert json.loads(killed.stdout)["abandoned"] == [runs(psql)[0][0]]
