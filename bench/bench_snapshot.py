@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark of ``jobctl snapshot`` against the bare aggregate SQL, in one run, on one database.
 
-    /work/venv/bin/python bench/bench_snapshot.py                # 10,000,000 events
-    /work/venv/bin/python bench/bench_snapshot.py --rows 1000000 # quick
-    /work/venv/bin/python bench/bench_snapshot.py --keep         # keep (and reuse) the events
+    .venv/bin/python bench/bench_snapshot.py                # 10,000,000 events
+    .venv/bin/python bench/bench_snapshot.py --rows 1000000 # quick
+    .venv/bin/python bench/bench_snapshot.py --keep         # keep (and reuse) the events
     DATABASE_URL=postgresql://... bench/bench_snapshot.py        # an existing server
 
 Data: ``events(id, occurred_at, account_id, kind, amount)``, ``--rows`` rows spread
