@@ -59,6 +59,7 @@ from jobctl.config_types import (
     check_database_url,
     check_timezone,
 )
+from jobctl.config_web import TOKEN_VAR, WebTable
 from jobctl.durations import shown
 from jobctl.errors import ConfigError, UsageError
 
@@ -117,6 +118,8 @@ class Settings:
     secret_values: tuple[str, ...] = ()
     #: ``[deploy]``: what ``jobctl deploy`` writes besides the schedules
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    #: ``[web]``: ``jobctl serve``'s defaults (its tokens: :func:`jobctl.config_web.web_config`)
+    web: WebTable = field(default_factory=WebTable)
 
     def job(self, name: str) -> JobConfig:
         """The job's settings; a job with no ``[jobs.NAME]`` table gets the defaults."""
@@ -153,7 +156,7 @@ class Settings:
         ``token``, secret-looking headers, secret query values of ``url``, and those of
         the alert channels' SMTP passwords, webhook URLs (a Slack-style URL is itself
         the credential) and their secret-looking headers, and the jobs' ping URLs
-        (their path holds the check's UUID or ping key).
+        (their path holds the check's UUID or ping key), and ``JOBCTL_WEB_TOKEN``.
         """
         from jobctl.redact import url_secrets
 
@@ -164,6 +167,9 @@ class Settings:
             if source.token is not None:
                 found.append(source.token)
             found += _header_secrets(source.headers)
+        token = self.env.get(TOKEN_VAR, "").strip()
+        if token:  # the web console's token: "name:secret" or a plain secret
+            found += [token, token.partition(":")[2].strip()]
         for url in self.ping_urls():
             found += [url, *url_secrets(url), *_path_tokens(url)]
         for channel in self.channels.values():
@@ -481,6 +487,7 @@ def _load_settings(
         alerts=msgspec.structs.replace(file.alerts, channels=None),
         channels=channels,
         deploy=file.deploy,
+        web=file.web,
         checks=file.checks,
         origin=origin,
         secret_values=tuple(s for s in secrets if s),  # any length: see redact.py

@@ -64,6 +64,7 @@ from jobctl.config_types import (
     dec_hook,
     known_keys,
 )
+from jobctl.config_web import WebTable
 from jobctl.durations import shown
 from jobctl.errors import ConfigError
 from jobctl.periods import PERIOD_TYPES
@@ -744,3 +745,5 @@ class ConfigFile(_Table, frozen=True):
     backfill: BackfillConfig = BackfillConfig()
     cleanup: Any = None
     deploy: DeployConfig = DeployConfig()
+    #: ``[web]``: ``jobctl serve``'s defaults and whether ``jobctl deploy`` writes its unit.
+    web: WebTable = WebTable()

@@ -49,6 +49,8 @@ class Trigger(StrEnum):
     SCHEDULE = "schedule"
     BACKFILL = "backfill"
     CATCHUP = "catchup"
+    #: Started from the web console (``POST /api/jobs/{name}/runs``).
+    WEB = "web"
 
 
 #: The name the per-minute ``jobctl schedule run-due`` worker goes by in deployment files

@@ -80,8 +80,9 @@ def _text(value: str, what: str) -> str:
     return value
 
 
-def _check_job(app: App, job: str, params: Mapping[str, str]) -> None:
-    """The job exists and can run with these params (UsageError otherwise)."""
+def check_job(app: App, job: str, params: Mapping[str, str]) -> None:
+    """The job exists and can run with these params (UsageError otherwise): what
+    ``schedule add`` and a run started from the web console check before writing."""
     from jobctl.registry import builtin_jobs, resolve_job
 
     builtin = builtin_jobs()
@@ -128,7 +129,7 @@ def add(
     end = parse_when(until, zone, now, what="--until").at if until is not None else None
     if end is not None and end < when.at:
         raise UsageError(f"--until {shown(until)} is before --at {shown(at)}")
-    _check_job(app, job, params)
+    check_job(app, job, params)
     new = scheduled.NewSchedule(
         job=job,
         params=dict(params),

@@ -97,7 +97,9 @@ def jobs_list(
     state: State = ctx.obj
     infos = state.app.jobs_overview()
     if as_json:
-        render.print_json([_job_json(i) for i in infos])
+        from jobctl.shapes import job_json
+
+        render.print_json([job_json(i) for i in infos])
         return
     render.out.print(jobs_table(infos, datetime.now(UTC)))
 
@@ -138,24 +140,6 @@ def jobs_table(infos: list[Any], now: datetime) -> Table:
             last.append(f"\nnow: run {run['id']} pid {run['pid']}\non {run['host']}", style="cyan")
         table.add_row(info.name, "yes" if info.enabled else "no", schedule, nxt or "-", last)
     return table
-
-
-def _job_json(info: Any) -> dict[str, Any]:
-    return {
-        "name": info.name,
-        "description": info.description,
-        "builtin": info.builtin,
-        "enabled": info.enabled,
-        "schedule": info.schedule,
-        "schedule_words": info.schedule_words,
-        "timezone": info.timezone,
-        "next_fire_times": info.next_fire_times,
-        "last_status": info.last_status,
-        "last_run_id": info.last_run_id,
-        "last_success": info.last_success,
-        "running": info.running,
-        "dst_warnings": [str(n) for n in info.dst_notes],
-    }
 
 
 def register(app: typer.Typer) -> None:

@@ -11,13 +11,11 @@ are the two consoles, made on first access (module ``__getattr__``).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jobctl.durations import format_duration
@@ -100,18 +98,10 @@ def write_plain(text: str) -> bool:
     return True
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, (date, timedelta)):
-        return str(value)
-    if isinstance(value, Decimal):
-        return float(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=_default, indent=2, ensure_ascii=False) + "\n")
+    from jobctl.shapes import dumps
+
+    sys.stdout.write(dumps(data, indent=2) + "\n")
 
 
 def say(message: str, *, level: str = "info", style: str = "", **fields: Any) -> None:
@@ -124,7 +114,9 @@ def say(message: str, *, level: str = "info", style: str = "", **fields: Any) ->
             "message": message,
             **fields,
         }
-        sys.stderr.write(json.dumps(doc, default=_default, ensure_ascii=False) + "\n")
+        from jobctl.shapes import dumps
+
+        sys.stderr.write(dumps(doc) + "\n")
         sys.stderr.flush()
         return
     from rich.text import Text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
@@ -82,13 +81,14 @@ def schedule_list(
 ) -> None:
     """Schedules by due time, with a countdown; a triggered one shows its run."""
     from jobctl import scheduling
+    from jobctl.shapes import schedule_json
 
     state: State = ctx.obj
     rows = scheduling.list_schedules(state.app, status=status, job=job, limit=limit)
     now = datetime.now(UTC)
     if as_json:
         # Params and error messages may hold a secret known only now: redacted as runs are.
-        render.print_json(state.redactor.data([_row_json(r, now) for r in rows]))
+        render.print_json(state.redactor.data([schedule_json(r, now) for r in rows]))
     elif rows:
         render.out.print(schedule_table(rows, now, state.redact))
     else:
@@ -123,15 +123,6 @@ def schedule_table(
             row.created_by or "",
         )
     return table
-
-
-def _row_json(row: Scheduled, now: datetime) -> dict[str, Any]:
-    doc = dataclasses.asdict(row)
-    doc.pop("claim_backend_pid")
-    doc["seconds_until"] = int((row.run_at - now).total_seconds())
-    doc["countdown"] = countdown(row.run_at - now) if row.status == "pending" else None
-    doc["local"] = local_text(row.run_at, row.timezone)
-    return doc
 
 
 @schedule_app.command("cancel")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,26 +33,16 @@ def status_command(
     or stuck.
     """  # noqa: E501 - the first line is what ``jobctl --help`` shows
     from jobctl.health import exit_code, statuses
+    from jobctl.shapes import status_json
 
     state: State = ctx.obj
     now = datetime.now(UTC)
     found = statuses(state.app, now)
     if as_json:
-        render.print_json([_json(s, now) for s in found])
+        render.print_json([status_json(s, now) for s in found])
     else:
         render.out.print(_table(found, now))
     raise typer.Exit(exit_code(found))
-
-
-def _json(status: JobStatus, now: datetime) -> dict[str, Any]:
-    doc = asdict(status)
-    doc["state"] = str(status.state)
-    doc["healthy"] = status.healthy
-    age = status.success_age(now)
-    doc["last_success_age_seconds"] = None if age is None else round(age.total_seconds(), 3)
-    doc["grace_seconds"] = None if status.grace is None else status.grace.total_seconds()
-    del doc["grace"]
-    return doc
 
 
 def _table(found: list[JobStatus], now: datetime) -> Any:

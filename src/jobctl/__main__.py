@@ -1,0 +1,5 @@
+"""``python -m jobctl``: the command line (how the web console starts its runs)."""
+
+from jobctl.cli import main
+
+main()
