@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from jobctl.durations import parse_duration
-from jobctl.params import parse_params
+from jobctl.params import parse_params as parse_params  # re-exported
 
 if TYPE_CHECKING:
     from jobctl.runner import RunOptions  # imported in run_options: the runner is heavy
