@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from jobctl.durations import parse_duration
-from jobctl.params import parse_params as parse_params  # re-exported
+from jobctl.durations import parse_duration, shown
+from jobctl.errors import UsageError
 
 if TYPE_CHECKING:
     from jobctl.runner import RunOptions  # imported in run_options: the runner is heavy
@@ -40,6 +40,30 @@ Trigger = Annotated[
 Force = Annotated[
     bool, typer.Option("--force", help="Run even if this schedule slot already completed.")
 ]
+
+
+def parse_params(items: list[str] | None) -> dict[str, str]:
+    """``--param KEY=VALUE`` items → a dict (a later KEY wins). The value may be empty
+    and may itself hold ``=``; the key is stripped and must not be empty. Both must be
+    text that can be stored: no NUL, no bytes that are not UTF-8 (which a shell hands
+    over as lone surrogates)."""
+    params: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--param {shown(item)} is not KEY=VALUE")
+        if "\x00" in item or not _is_utf8(item):
+            raise UsageError(f"--param {shown(item)} is not valid UTF-8 text without NUL")
+        params[key.strip()] = value
+    return params
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 #: Options where zero means nothing: a run that times out at once, runs "since now".

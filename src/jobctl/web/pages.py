@@ -26,7 +26,6 @@ from jobctl import __version__
 from jobctl.durations import parse_duration
 from jobctl.errors import JobctlError, UsageError
 from jobctl.jobspec import RunStatus
-from jobctl.params import parse_params
 from jobctl.web import html
 from jobctl.web.security import Principal, check_csrf, csrf_token, reader, writer
 from jobctl.when import EVERY, IMMINENT, iso_utc, local_text
@@ -335,6 +334,10 @@ def add_schedule(
     """``schedule add JOB --at 'DATE TIME' [--param K=V]... [--every E] --by NAME``:
     the date and time are a wall time in the job's zone, as ``--at`` reads one."""
     from jobctl import scheduling
+
+    # The CLI's own --param parser (same rules, same messages). ``jobctl serve`` is a
+    # command of the Typer CLI, so importing the CLI's option module costs nothing.
+    from jobctl.cli.options import parse_params
 
     check_csrf(request, csrf)
     form = _AddForm(job.strip(), date.strip(), time.strip(), every, params)
