@@ -13,9 +13,11 @@ as the CLI's one-line message on the page, with status 422, and nothing is writt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode
 
@@ -33,6 +35,7 @@ from jobctl.when import EVERY, IMMINENT, iso_utc, local_text
 if TYPE_CHECKING:
     from jobctl.app import App
     from jobctl.db.scheduled import Scheduled
+    from jobctl.redact import Redactor
 
 router = APIRouter(include_in_schema=False)
 
@@ -68,13 +71,20 @@ def _context(request: Request, principal: Principal | None, **values: Any) -> di
         "now_text": now.strftime("%Y-%m-%d %H:%M:%S UTC"),
         "version": __version__,
         "asset_version": html.asset_version(),
-        "redact": request.app.state.redactor.text,
+        "redact": _cached_redaction(request.app.state.redactor),
         "refresh": 0,
         "error": None,
         "notice": None,
     }
     context.update(values)
     return context
+
+
+@lru_cache(maxsize=4)
+def _cached_redaction(redactor: Redactor) -> Callable[[str], str]:
+    """The server's redaction of one string, memoised: a page prints the same values
+    ("completed", a host name) many times, and the redactor's secrets never change."""
+    return lru_cache(maxsize=8192)(redactor.text)
 
 
 def _job_names(app: App) -> list[str]:
