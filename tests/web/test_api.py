@@ -265,3 +265,12 @@ def test_the_session_cookie_cannot_be_forged(server: Served) -> None:
     forged = f"alice~{int(time.time()) + 3600}~" + "0" * 64
     with server.client(token=None, cookies={"jobctl_session": forged}) as browser:
         assert browser.post("/api/jobs/writer/runs").status_code == 401
+
+
+def test_by_on_the_command_line_is_recorded_as_who_asked(cli: Cli) -> None:
+    ran = cli("run", "writer", "--by", "bob", "--trigger", "web")
+    assert ran.code == 0, ran.stderr
+    (run,) = cli_json(cli, "runs", "list")
+    assert (run["trigger"], run["requested_by"]) == ("web", "bob")
+    assert cli_error(cli, "run", "writer", "--by", " ").startswith("--by ' ' must be a name")
+    assert len(cli_json(cli, "runs", "list")) == 1

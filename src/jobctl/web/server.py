@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobctl.web")
 
+#: Database connections the server keeps open between requests (twice that under load).
+POOL_SIZE = 8
 #: Seconds the requests in flight get to finish when the server is told to stop.
 GRACEFUL_SECONDS = 10
 
@@ -56,6 +58,7 @@ def serve(app: App, config: WebConfig) -> None:
     sock = bind(config.host, config.port)
     try:
         app.db  # noqa: B018 - opened (and upgraded) now, in this thread: exit 2 if unreachable
+        app.keep_connections(POOL_SIZE)
         app.jobs  # noqa: B018 - the user's jobs module imported once, here
         server = uvicorn.Server(
             uvicorn.Config(
