@@ -274,3 +274,24 @@ def test_by_on_the_command_line_is_recorded_as_who_asked(cli: Cli) -> None:
     assert (run["trigger"], run["requested_by"]) == ("web", "bob")
     assert cli_error(cli, "run", "writer", "--by", " ").startswith("--by ' ' must be a name")
     assert len(cli_json(cli, "runs", "list")) == 1
+
+
+def test_a_schedule_added_on_the_web_runs_as_who_added_it(
+    server: Served, cli: Cli, psql: psycopg.Connection[Any]
+) -> None:
+    with server.client() as client:
+        added = client.post(
+            "/api/schedules", json={"job": "writer", "at": "in 1h", "params": {"n": "1"}}
+        )
+        assert added.status_code == 201, added.text
+    # Its time has come (as the worker finds it a minute later).
+    psql.execute(
+        "UPDATE jobctl.scheduled SET run_at = now() - interval '1 minute',"
+        " created_at = now() - interval '1 day' WHERE id = %s",
+        (added.json()["id"],),
+    )
+    worker = cli("schedule", "run-due")
+    assert worker.code == 0, worker.stderr
+    (run,) = cli_json(cli, "runs", "list")
+    assert (run["job"], run["trigger"], run["requested_by"]) == ("writer", "schedule", "alice")
+    assert run["status"] == "completed" and run["params"] == {"n": "1"}

@@ -213,3 +213,17 @@ def test_without_the_extra_serve_says_what_to_install(cli: Cli) -> None:
     assert proc.stderr == (
         "jobctl: error: the web console needs the 'web' extra: pip install 'jobctl[web]'\n"
     )
+
+
+def test_a_database_that_cannot_be_reached_is_exit_2_before_listening(cli: Cli) -> None:
+    port = free_port()
+    down = cli(
+        "serve",
+        "--port",
+        str(port),
+        env={"DATABASE_URL": f"postgresql://jobctl:{SECRET}@127.0.0.1:{free_port()}/x"},
+    )
+    assert down.code == 2, down.stderr
+    lines = down.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot connect to the database" in lines[0], down.stderr
+    assert SECRET not in down.stderr
