@@ -113,8 +113,9 @@ def test_a_held_lock_is_409_naming_the_holder(server: Served, cli: Cli) -> None:
         doc = second.json()
         assert doc["status"] == "skipped"
         assert f"run {holder_id}" in doc["detail"]
-        assert doc["holder"]["id"] == holder_id
-        assert doc["holder"]["pid"] > 0 and doc["holder"]["host"]
+        holder = doc["holder"]
+        assert holder["run_id"] == holder_id
+        assert holder["pid"] > 0 and holder["host"] and holder["age_seconds"] >= 0
         # As the CLI says it (exit 75, the same holder).
         busy = cli("run", "sleepy", "--param", "seconds=1")
         assert busy.code == 75
