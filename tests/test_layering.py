@@ -123,3 +123,33 @@ def test_the_contract_module_stays_light() -> None:
         elif isinstance(node, ast.Import):
             runtime.update(a.name for a in node.names if a.name.startswith("jobctl"))
     assert runtime <= {"jobctl.errors"}
+
+
+def _full_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_only_web_imports_fastapi_and_web_is_not_a_cli_client() -> None:
+    """The web console is a face beside the CLI: it calls the library, never jobctl.cli,
+    and nothing else pulls in its server packages (the core CLI does not grow)."""
+    server = {"fastapi", "starlette", "uvicorn", "multipart"}
+    outside = [
+        str(p.relative_to(SRC))
+        for p in modules()
+        if server & imports_of(p) and p.relative_to(SRC).parts[0] != "web"
+    ]
+    assert outside == []
+    web = sorted((SRC / "web").rglob("*.py"))
+    assert web
+    uses_cli = [
+        str(p.relative_to(SRC))
+        for p in web
+        if any(m == "jobctl.cli" or m.startswith("jobctl.cli.") for m in _full_imports(p))
+    ]
+    assert uses_cli == []

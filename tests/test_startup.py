@@ -27,7 +27,7 @@ from jobctl.db.locks import NAMESPACE, holder_name, lock_key
 
 #: Never imported by --version / --help: the database layer, HTTP, the terminal
 #: renderer, and pydantic (which Typer would use to coerce option values).
-HEAVY = ("sqlalchemy", "psycopg", "httpx", "rich", "pydantic")
+HEAVY = ("sqlalchemy", "psycopg", "httpx", "rich", "pydantic", "fastapi", "uvicorn", "jobctl.web")
 #: Never imported by a tick skipped because the lock is held: what only a run needs
 #: (SQLAlchemy and the table definitions: the skip's SQL is plain psycopg; rich: the
 #: outcome line off a terminal is plain text; the embedded server's package).
@@ -54,6 +54,10 @@ RUN_ONLY = (
     "smtplib",
     "jobctl.jobs.report",
     "jobctl.deploy",
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "jobctl.web",
 )
 
 # -X importtime does not see modules loaded through importlib.import_module (as the

@@ -63,6 +63,11 @@ class App:
         ensure_schema(db)
         return db
 
+    def keep_connections(self, size: int) -> None:
+        """Reuse up to ``size`` database connections from now on (a long-lived server,
+        whose every request would otherwise open one)."""
+        self.__dict__["db"] = self.db.pooled(size)
+
     def raw_db(self) -> Database:
         """The database without the automatic upgrade (for ``db status``)."""
         from jobctl.db.engine import open_database

@@ -29,7 +29,7 @@ import msgspec
 
 from jobctl.config_types import ENVIRONMENT as _ENVIRONMENT
 from jobctl.config_types import Port, _custom, _text
-from jobctl.errors import ConfigError
+from jobctl.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from jobctl.config import Settings
@@ -183,6 +183,15 @@ def web_config(
         port=chosen_port,
         tokens=read_tokens(settings.env, settings.env_origins),
     )
+
+
+def check_bind(config: WebConfig) -> None:
+    """Refuse (UsageError, exit 2) to serve a non-loopback address without a token."""
+    if not config.loopback and not config.tokens:
+        raise UsageError(
+            f"refusing to serve on {config.host}, which is not a loopback address, without "
+            f"a token: set {TOKEN_VAR} or {TOKEN_FILE_VAR} (or use --host 127.0.0.1)"
+        )
 
 
 def _checked_host(host: str) -> str:

@@ -102,6 +102,8 @@ class RunOptions:
     progress: Progress | None = None
     #: Record the run as ``skipped`` with this reason instead of running it.
     already_done: str | None = None
+    #: Who asked for the run (``--by``: a web token's name, a schedule's creator).
+    requested_by: str | None = None
 
 
 def default_trigger(env: Mapping[str, str]) -> Trigger:
@@ -274,6 +276,7 @@ class Runner:
                 parent_id=inv.options.parent_id,
                 scheduled_for=slot,
                 error_message=reason,
+                requested_by=inv.options.requested_by,
             )
         log.log(
             inv.log_level,
@@ -420,6 +423,7 @@ class Runner:
                 lock_key=inv.lock.key if runs_now else None,
                 error_message=reason,
                 dry_run=inv.options.dry_run,
+                requested_by=inv.options.requested_by,
             )
         alert_after_sweep(self.settings, self.db, dead, self._clean)
         return run_id, reason

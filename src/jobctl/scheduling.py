@@ -249,7 +249,12 @@ def _run_claimed(app: App, claim: Claim) -> tuple[Handled, ExitCode]:
         return _end(app, claim, "failed", error=reason), ExitCode.OK
     if not claim.lock.ping():  # the claim lock is gone: the next tick settles the row
         return Handled(row.id, row.job, "running", message="lost its claim lock"), ExitCode.OK
-    options = RunOptions(trigger="schedule", params=dict(row.params), scheduled_for=row.run_at)
+    options = RunOptions(
+        trigger="schedule",
+        params=dict(row.params),
+        scheduled_for=row.run_at,
+        requested_by=row.created_by,
+    )
     try:
         outcome = app.run(row.job, options)
     except DatabaseUnreachable:

@@ -83,6 +83,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Check one job, monitoring-plugin style: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
     ),
     "metrics": ("metrics", "The run ledger as Prometheus metrics (text exposition format)."),
+    "serve": (
+        "serve",
+        "Serve the web console and JSON API: runs, jobs, schedules, /metrics (the 'web' extra).",
+    ),
 }
 
 #: How every command is built (as when they were all registered on ``app``).

@@ -107,6 +107,7 @@ def backfill_command(
     wait_timeout: opt.WaitTimeout = None,
     timeout: opt.Timeout = None,
     trigger: opt.Trigger = None,
+    by: opt.By = None,
 ) -> None:
     """Run sync and/or snapshot for every date in [--from, --to], one child run per date."""
     from jobctl.jobs.backfill import BackfillArgs

@@ -34,6 +34,7 @@ def cleanup_command(
     retry_delay: opt.RetryDelay = None,
     timeout: opt.Timeout = None,
     trigger: opt.Trigger = None,
+    by: opt.By = None,
     force: opt.Force = False,
 ) -> None:
     """Delete rows older than each retention policy keeps, in bounded batches."""

@@ -79,6 +79,7 @@ def run_command(
     retry_delay: opt.RetryDelay = None,
     timeout: opt.Timeout = None,
     trigger: opt.Trigger = None,
+    by: opt.By = None,
     force: opt.Force = False,
 ) -> None:
     """Run a job registered by your own code, through the runner (lock, ledger, retries)."""

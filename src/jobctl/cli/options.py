@@ -33,9 +33,13 @@ Trigger = Annotated[
     str | None,
     typer.Option(
         "--trigger",
-        help="manual|timer|cron|schedule|backfill [default: timer under "
+        help="manual|timer|cron|schedule|backfill|web [default: timer under "
         "systemd (INVOCATION_ID set), else manual].",
     ),
+]
+By = Annotated[
+    str | None,
+    typer.Option("--by", help="Who asked for the run (stored with it as requested_by)."),
 ]
 Force = Annotated[
     bool, typer.Option("--force", help="Run even if this schedule slot already completed.")
@@ -86,6 +90,7 @@ RUNNER_OPTIONS = (
     "timeout",
     "trigger",
     "force",
+    "by",
 )
 
 
@@ -105,6 +110,7 @@ def from_command(values: Mapping[str, Any], **extra: object) -> RunOptions:
         timeout=given["timeout"],
         trigger=given["trigger"],
         force=bool(given["force"]),
+        by=given["by"],
         **extra,
     )
 
@@ -119,9 +125,13 @@ def run_options(
     timeout: str | None,
     trigger: str | None,
     force: bool,
+    by: str | None = None,
     **extra: object,
 ) -> RunOptions:
     from jobctl.runner import RunOptions
+
+    if by is not None and (not by.strip() or len(by) > 200 or not _is_utf8(by) or "\x00" in by):
+        raise UsageError(f"--by {shown(by)} must be a name of 1 to 200 characters of UTF-8 text")
 
     parsed_timeout = duration(timeout, "--timeout")
     return RunOptions(
@@ -133,5 +143,6 @@ def run_options(
         timeout=parsed_timeout,
         trigger=trigger,
         force=force,
+        requested_by=by,
         **extra,  # type: ignore[arg-type]
     )

@@ -57,6 +57,7 @@ def report_command(
     retry_delay: opt.RetryDelay = None,
     timeout: opt.Timeout = None,
     trigger: opt.Trigger = None,
+    by: opt.By = None,
     force: opt.Force = False,
 ) -> None:
     """Render the week's report (job health, your sections) and send it to its recipients.

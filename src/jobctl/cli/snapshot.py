@@ -34,6 +34,7 @@ def snapshot_command(
     retry_delay: opt.RetryDelay = None,
     timeout: opt.Timeout = None,
     trigger: opt.Trigger = None,
+    by: opt.By = None,
     force: opt.Force = False,
 ) -> None:
     """Compute snapshot sets for day / week / month periods (re-running replaces a period)."""

@@ -136,6 +136,7 @@ def sync_command(
     retry_delay: opt.RetryDelay = None,
     timeout: opt.Timeout = None,
     trigger: opt.Trigger = None,
+    by: opt.By = None,
     force: Annotated[
         bool,
         typer.Option(

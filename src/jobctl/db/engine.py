@@ -81,7 +81,16 @@ class Database:
     #: commits (a run's fence: it raises if the run no longer holds its lock).
     #: Helpers that commit a raw connection call :meth:`check_before_commit`.
     before_commit: Callable[[Any], None] | None = field(default=None, repr=False)
+    #: Connections kept open and reused by :meth:`begin` and :meth:`plain` (a long-lived
+    #: server: ``jobctl serve``); 0, the CLI's: a new connection each time.
+    pool_size: int = 0
     _engine: Engine | None = field(default=None, repr=False)
+
+    def pooled(self, size: int) -> Database:
+        """The same database with up to ``size`` connections kept open (and as many
+        more opened under load), checked before reuse; locks keep their own."""
+        self.dispose()
+        return replace(self, pool_size=size, _engine=None)
 
     def fenced(self, before_commit: Callable[[Any], None]) -> Database:
         """The same database (and engine) with a fence run before every commit."""
@@ -107,10 +116,18 @@ class Database:
             # psycopg connects with libpq's own reading of the URL (the one
             # normalise_url checked, and the one raw() uses), where SQLAlchemy's
             # URL parser refuses some that libpq takes (``h:/db``, several hosts).
+            pooling: dict[str, Any] = {"poolclass": NullPool}
+            if self.pool_size:
+                pooling = {
+                    "pool_size": self.pool_size,
+                    "max_overflow": self.pool_size,
+                    "pool_pre_ping": True,  # a server restart costs one retry, not an error
+                    "pool_recycle": 300,
+                }
             self._engine = create_engine(
                 "postgresql+psycopg://",
-                poolclass=NullPool,
                 creator=lambda: psycopg.connect(url, **args),
+                **pooling,
             )
         return self._engine
 
@@ -161,6 +178,10 @@ class Database:
         a skipped run's ledger row use it. Errors become :class:`DatabaseError` as in
         :meth:`connect`; the fence (``before_commit``) runs before the commit.
         """
+        if self.pool_size:
+            with self._pooled_plain() as conn:
+                yield conn
+            return
         conn = self.raw()
         try:
             with conn.transaction():
@@ -170,6 +191,26 @@ class Database:
             raise translate(exc, "database error") from exc
         finally:
             conn.close()
+
+    @contextmanager
+    def _pooled_plain(self) -> Iterator[psycopg.Connection[Any]]:
+        """:meth:`plain` on a connection of the pool (given back, rolled back, after)."""
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            proxy = self.engine.raw_connection()
+        except DBAPIError as exc:
+            raise self._unreachable(exc.orig or exc) from None
+        conn = proxy.driver_connection
+        assert isinstance(conn, psycopg.Connection)
+        try:
+            with conn.transaction():
+                yield conn
+                self.check_before_commit(conn)
+        except psycopg.Error as exc:
+            raise translate(exc, "database error") from exc
+        finally:
+            proxy.close()
 
     def raw(
         self, *, autocommit: bool = False, application_name: str | None = None, **conninfo: Any

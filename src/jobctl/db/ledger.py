@@ -77,6 +77,7 @@ def insert_run(
     error_message: str | None = None,
     stats: Mapping[str, Any] | None = None,
     dry_run: bool = False,
+    requested_by: str | None = None,
 ) -> int:
     values: dict[str, Any] = {
         "job": job,
@@ -95,6 +96,7 @@ def insert_run(
         "error_message": error_message,
         "stats": Jsonb(dict(stats or {})),
         "dry_run": dry_run,
+        "requested_by": requested_by,
     }
     columns = [*values, "heartbeat_at", "attempts", "log_tail"]
     row = [f"%({name})s" for name in values] + ["now()", "0", "ARRAY[]::text[]"]

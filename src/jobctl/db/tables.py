@@ -55,6 +55,8 @@ runs = Table(
     # sql/0003: last, as ALTER TABLE ADD COLUMN places it. A dry run is `completed`
     # but covers no slot and no date.
     Column("dry_run", Boolean, nullable=False),
+    # sql/0007: who asked for the run (a web token's name, --by, a schedule's creator).
+    Column("requested_by", Text),
 )
 
 schema_migrations = Table(

@@ -2,7 +2,8 @@
 
 One config is the source of truth: each enabled ``[jobs.NAME]`` with a ``schedule``
 becomes a systemd ``.service`` + ``.timer``, a crontab line and a CronJob, plus the
-schedule worker (``jobctl schedule run-due`` every minute). The ``[deploy]`` table says
+schedule worker (``jobctl schedule run-due`` every minute), and the web console
+(``jobctl serve``) when ``[web] enabled``. The ``[deploy]`` table says
 what the schedules do not (install paths, user, image, resources, namespace).
 
 Pure except :func:`write`: :func:`render` returns file names and contents, so
@@ -114,7 +115,8 @@ def deployed_jobs(settings: Settings) -> tuple[list[DeployedJob], list[str]]:
             )
         argv = (name,) if name in _BUILTIN_COMMANDS else ("run", name)
         unit = f"jobctl-{_slug(name)}"
-        if unit in jobs or unit == f"jobctl-{WORKER}":
+        web = settings.web.enabled and unit == "jobctl-web"  # the console's unit
+        if unit in jobs or unit == f"jobctl-{WORKER}" or web:
             raise UsageError(f"job {name!r} would be deployed as {unit}, a name already in use")
         jobs[unit] = DeployedJob(
             name=name,

@@ -25,6 +25,8 @@ from jobctl.schedule import to_systemd_oncalendar
 
 TEMPLATES = Path(__file__).parent / "templates"
 ALERT_UNIT = "jobctl-alert@.service"
+#: The web console's unit / Deployment + Service, written when ``[web] enabled``.
+WEB_UNIT = "jobctl-web"
 
 
 @cache
@@ -76,6 +78,16 @@ def _systemd(settings: Settings, jobs: list[DeployedJob]) -> dict[str, str]:
         )
     files[ALERT_UNIT] = _render("systemd/alert@.service.j2", deploy=settings.deploy)
     files["jobctl.sysusers"] = _render("systemd/jobctl.sysusers.j2", deploy=settings.deploy)
+    if settings.web.enabled:
+        from jobctl.config_web import is_loopback
+
+        files[f"{WEB_UNIT}.service"] = _render(
+            "systemd/web.service.j2",
+            deploy=settings.deploy,
+            web=settings.web,
+            loopback=is_loopback(settings.web.host),
+            privileged_port=settings.web.port < 1024,
+        )
     return files
 
 
@@ -99,6 +111,10 @@ def _k8s(settings: Settings, jobs: list[DeployedJob]) -> dict[str, str]:
     files["configmap.yaml"] = _render(
         "k8s/configmap.yaml.j2", deploy=settings.deploy, config=_config_text(settings)
     )
+    if settings.web.enabled:
+        context = {"deploy": settings.deploy, "web": settings.web}
+        files[f"{WEB_UNIT}.yaml"] = _render("k8s/web.yaml.j2", **context)
+        files[f"{WEB_UNIT}-service.yaml"] = _render("k8s/web-service.yaml.j2", **context)
     return files
 
 

@@ -7,10 +7,11 @@ second implementation. The package's modules:
 - ``server``: runs it under uvicorn (what ``jobctl serve`` calls);
 - ``security``: tokens, the session cookie, CSRF (FastAPI dependencies);
 - ``login``: ``GET/POST /login``, ``POST /logout`` (the browser's session);
-- ``api``: the JSON API (``/api/...``, ``/metrics``, ``/healthz``);
-- ``shapes``: nothing of its own; the JSON shapes shared with ``--json`` live in
-  :mod:`jobctl.shapes`;
-- ``background``: runs started from the web, in worker threads, through the runner;
+- ``api``: the JSON API (``/api/...``, ``/metrics``, ``/healthz``), in the shapes of
+  the CLI's ``--json`` (:mod:`jobctl.shapes`, shared by both);
+- ``guards``: the request-body limit (413) and the redaction of every response;
+- ``requests``: the API's JSON bodies checked into plain values (422);
+- ``background``: runs started from the web, as ``jobctl run`` child processes (the runner);
 - ``pages``: the HTML pages (templates under ``templates/``, files under ``static/``).
 
 Nothing here is imported by ``jobctl --help`` or any other command: only
@@ -20,7 +21,7 @@ it is missing.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 from jobctl.errors import UsageError
 
@@ -31,5 +32,7 @@ MISSING_EXTRA = "the web console needs the 'web' extra: pip install 'jobctl[web]
 def require_web() -> None:
     """Raise UsageError (exit 2) unless FastAPI and uvicorn can be imported."""
     for module in ("fastapi", "uvicorn", "multipart"):
-        if importlib.util.find_spec(module) is None:
-            raise UsageError(MISSING_EXTRA)
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise UsageError(MISSING_EXTRA) from None

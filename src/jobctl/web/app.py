@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
+from jobctl.config_web import check_bind
 from jobctl.errors import DatabaseError, JobctlError, UsageError
 from jobctl.redact import Redactor
 from jobctl.web import api, login, pages
@@ -46,8 +48,7 @@ def create_app(app: App, config: WebConfig) -> FastAPI:
     """The console over ``app`` (one App, shared by every request), served as ``config`` says."""
     from jobctl.web.background import WebRuns
 
-    if not config.loopback and not config.tokens:
-        raise UsageError(_refusal(config.host))
+    check_bind(config)
 
     @asynccontextmanager
     async def lifespan(web: FastAPI) -> AsyncIterator[None]:
@@ -80,13 +81,6 @@ def create_app(app: App, config: WebConfig) -> FastAPI:
     web.add_middleware(BodyLimit, max_body=config.max_body)
     web.add_middleware(RedactBodies, redactor=redactor)
     return web
-
-
-def _refusal(host: str) -> str:
-    return (
-        f"refusing to serve on {host}, which is not a loopback address, without a token: "
-        "set JOBCTL_WEB_TOKEN or JOBCTL_WEB_TOKEN_FILE (or use --host 127.0.0.1)"
-    )
 
 
 def _detail(status: int, detail: Any, headers: dict[str, str] | None = None) -> Response:

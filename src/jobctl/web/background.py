@@ -227,13 +227,16 @@ class WebRuns:
         raise HTTPException(500, f"the run of {child.job!r} could not start: {why}")
 
     def _holder(self, job: str) -> dict[str, Any] | None:
+        """Who holds the job's lock now: run id, host, pid, when and how long ago."""
+        from dataclasses import asdict
+
         from jobctl.db import ledger
+        from jobctl.db.locks import lock_key
 
-        def read(conn: Any) -> dict[str, Any] | None:
-            return ledger.running_now(conn).get(job)
-
-        running = self.app.read_ledger(read)
-        return dict(running) if running else None
+        with self.app.db.plain() as conn:
+            holder = ledger.lock_holder(conn, job, lock_key(job))
+        found = asdict(holder)
+        return found if any(v is not None for v in found.values()) else None
 
     # -- stopping --------------------------------------------------------------------
     def running(self) -> list[int]:
