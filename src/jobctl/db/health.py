@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from jobctl.db.job_state import job_states
+
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
@@ -70,23 +72,6 @@ SELECT DISTINCT job FROM jobctl.runs
 WHERE started_at >= %(since)s AND started_at < %(start)s AND NOT dry_run
 """
 
-# Per job, two index scans on (job, started_at): its last completed run before the end,
-# and the failures after it (a per-minute job's 180 days of runs are never all read).
-_STATE = """
-SELECT j.job, last.finished_at,
-       (SELECT count(*) FROM jobctl.runs f
-         WHERE f.job = j.job AND f.started_at < %(end)s AND NOT f.dry_run
-           AND f.status IN ('failed', 'abandoned')
-           AND (last.started_at IS NULL OR f.started_at > last.started_at))
-FROM unnest(%(jobs)s::text[]) AS j(job)
-LEFT JOIN LATERAL (
-    SELECT r.started_at, r.finished_at FROM jobctl.runs r
-     WHERE r.job = j.job AND r.status = 'completed' AND NOT r.dry_run
-       AND r.started_at < %(end)s
-     ORDER BY r.started_at DESC LIMIT 1
-) last ON true
-"""
-
 
 def job_health(
     conn: Connection, start: datetime, end: datetime, also: Iterable[str] = ()
@@ -99,11 +84,10 @@ def job_health(
     }
     recent = conn.exec_driver_sql(_RECENT, {"since": start - RECENT, "start": start})
     names = sorted(set(figures) | {r[0] for r in recent} | set(also))
+    # Its state at the period's end: the same read as ``status``'s, as of ``end``.
     state = {
-        job: (finished, int(streak))
-        for job, finished, streak in conn.exec_driver_sql(
-            _STATE, {"end": end, "jobs": names}
-        ).fetchall()
+        job: (s.last_success.finished_at if s.last_success else None, s.failure_streak)
+        for job, s in job_states(conn, names, as_of=end).items()
     }
     found = []
     for name in names:

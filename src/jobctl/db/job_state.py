@@ -69,8 +69,12 @@ WITH RECURSIVE t(job) AS (
 SELECT job FROM t WHERE job IS NOT NULL
 """
 
-# Per job, index scans on (job, started_at): its last finished run, its last completed
-# one, its running top-level run and the failures since its last success.
+# Per job, index range scans of a few entries each: its last finished run and its last
+# completed one (the newest of an index range on (job, started_at, id), or on (job,
+# status, started_at, id)), its running top-level run (the partial index of running
+# runs), and its failures since its last success, counted from (job, status,
+# started_at) alone: the range after the success (an OR there would read them all).
+# ``{before}``: an upper bound on started_at, or nothing.
 _STATE = """
 SELECT j.job,
        fin.id, fin.status, fin.started_at, fin.finished_at, fin.duration_ms,
@@ -78,31 +82,35 @@ SELECT j.job,
        cur.id, cur.started_at, cur.heartbeat_at, cur.host, cur.pid,
        (SELECT count(*) FROM jobctl.runs f
          WHERE f.job = j.job AND NOT f.dry_run AND f.status IN ('failed', 'abandoned')
-           AND (ok.started_at IS NULL OR f.started_at > ok.started_at))
+           AND f.started_at > coalesce(ok.started_at, '-infinity'){before_f})
 FROM unnest(%(jobs)s::text[]) AS j(job)
 LEFT JOIN LATERAL (
     SELECT r.id, r.status, r.started_at, r.finished_at, r.duration_ms FROM jobctl.runs r
-     WHERE r.job = j.job AND r.status NOT IN ('running', 'skipped') AND NOT r.dry_run
+     WHERE r.job = j.job AND r.status NOT IN ('running', 'skipped') AND NOT r.dry_run{before}
      ORDER BY r.started_at DESC, r.id DESC LIMIT 1
 ) fin ON true
 LEFT JOIN LATERAL (
     SELECT r.id, r.started_at, r.finished_at, r.duration_ms FROM jobctl.runs r
-     WHERE r.job = j.job AND r.status = 'completed' AND NOT r.dry_run
+     WHERE r.job = j.job AND r.status = 'completed' AND NOT r.dry_run{before}
      ORDER BY r.started_at DESC, r.id DESC LIMIT 1
 ) ok ON true
 LEFT JOIN LATERAL (
     SELECT r.id, r.started_at, r.heartbeat_at, r.host, r.pid FROM jobctl.runs r
-     WHERE r.job = j.job AND r.status = 'running' AND r.parent_id IS NULL
+     WHERE r.job = j.job AND r.status = 'running' AND r.parent_id IS NULL{before}
      ORDER BY r.started_at LIMIT 1
 ) cur ON true
 """
 
-_RUNS = "SELECT job, status, count(*) FROM jobctl.runs GROUP BY job, status"
+_BEFORE = " AND {alias}.started_at < %(as_of)s"
+
+# Kept by the triggers of sql/0008 in the transaction of every change to jobctl.runs:
+# the same figures as a count over the whole ledger, without reading it.
+_RUNS = "SELECT job, status, runs FROM jobctl.run_totals WHERE runs <> 0"
 
 _RECORDS = (
     "SELECT job, "
-    + ", ".join(f"coalesce(sum(records_{k}), 0)" for k in _KINDS)
-    + " FROM jobctl.runs WHERE status = 'completed' AND NOT dry_run GROUP BY job"
+    + ", ".join(f"records_{k}" for k in _KINDS)
+    + " FROM jobctl.run_totals WHERE status = 'completed' AND done_runs > 0"
 )
 
 
@@ -117,10 +125,19 @@ def _ref(row: tuple[Any, ...], status: str | None = None) -> RunRef | None:
     return RunRef(int(row[0]), status or str(row[1]), *row[2 if status is None else 1 :])
 
 
-def job_states(conn: Connection, names: Iterable[str]) -> dict[str, JobState]:
-    """The state of each job in ``names`` (a job without runs: all None, streak 0)."""
+def job_states(
+    conn: Connection, names: Iterable[str], as_of: datetime | None = None
+) -> dict[str, JobState]:
+    """The state of each job in ``names`` (a job without runs: all None, streak 0): now,
+    or as the runs started before ``as_of`` left it (the report's period end)."""
     found: dict[str, JobState] = {}
-    rows = conn.exec_driver_sql(_STATE, {"jobs": sorted(set(names))}).fetchall()
+    params: dict[str, Any] = {"jobs": sorted(set(names))}
+    before = before_f = ""
+    if as_of is not None:
+        before, before_f = _BEFORE.format(alias="r"), _BEFORE.format(alias="f")
+        params["as_of"] = as_of
+    query = _STATE.format(before=before, before_f=before_f)
+    rows = conn.exec_driver_sql(query, params).fetchall()
     for row in rows:
         job = str(row[0])
         fin = row[1:6]
@@ -159,10 +176,13 @@ def ledger_totals(conn: Connection) -> LedgerTotals:
 
 
 def has_runs(conn: Connection, job: str) -> bool:
+    # Ordered as an index is: a range of (job, started_at, id), never a scan of the
+    # ledger that stops at the job's first run (which the planner may prefer).
     row = conn.exec_driver_sql(
-        "SELECT EXISTS (SELECT 1 FROM jobctl.runs WHERE job = %(job)s)", {"job": job}
+        "SELECT 1 FROM jobctl.runs WHERE job = %(job)s ORDER BY started_at DESC, id DESC LIMIT 1",
+        {"job": job},
     ).fetchone()
-    return bool(row and row[0])
+    return row is not None
 
 
 def table_exists(conn: Connection, name: str) -> bool:

@@ -279,11 +279,12 @@ def lock_holder(conn: Connection | psycopg.Connection[Any], job: str, key: int) 
 def _done() -> ColumnElement[bool]:
     """What makes a run count as done for its slot or date: completed, and not a dry
     run (a dry run is recorded `completed` but applied nothing)."""
-    from sqlalchemy import and_
+    from sqlalchemy import and_, literal_column, not_
 
     from jobctl.db.tables import runs
 
-    return and_(runs.c.status == RunStatus.COMPLETED, runs.c.dry_run.is_(False))
+    # Literals, as the partial index of done slots (sql/0008) states them.
+    return and_(runs.c.status == literal_column("'completed'"), not_(runs.c.dry_run))
 
 
 def completed_slot_run(conn: Connection, job: str, scheduled_for: datetime) -> int | None:
@@ -380,26 +381,44 @@ def running_now(conn: Connection) -> dict[str, dict[str, Any]]:
     return {r["job"]: dict(r) for r in rows}
 
 
+#: Per job of the ledger (a loose index scan: one probe of (job, started_at, id) per
+#: job), the newest of two index ranges: its last finished run (a dry run too) and its
+#: last completed non-dry one.
+_LAST_RUNS = """
+WITH RECURSIVE t(job) AS (
+    SELECT min(job) FROM jobctl.runs
+    UNION ALL
+    SELECT (SELECT min(r.job) FROM jobctl.runs r WHERE r.job > t.job) FROM t
+     WHERE t.job IS NOT NULL
+)
+SELECT t.job, fin.id, fin.status, fin.started_at, fin.finished_at,
+       ok.finished_at AS last_success
+FROM t
+LEFT JOIN LATERAL (
+    SELECT r.id, r.status, r.started_at, r.finished_at FROM jobctl.runs r
+     WHERE r.job = t.job AND r.status NOT IN ('running', 'skipped')
+     ORDER BY r.started_at DESC, r.id DESC LIMIT 1
+) fin ON true
+LEFT JOIN LATERAL (
+    SELECT r.finished_at FROM jobctl.runs r
+     WHERE r.job = t.job AND r.status = 'completed' AND NOT r.dry_run
+     ORDER BY r.started_at DESC, r.id DESC LIMIT 1
+) ok ON true
+WHERE t.job IS NOT NULL AND fin.id IS NOT NULL
+"""
+
+
 def last_runs(conn: Connection) -> dict[str, dict[str, Any]]:
-    """Per job: the last finished run and the last completed one (dry runs apart)."""
+    """Per job: the last finished run, and when its last completed one (dry runs apart)
+    ended: the run ``status`` calls its last success."""
     from sqlalchemy import text
 
-    rows = conn.execute(
-        text(
-            "SELECT DISTINCT ON (job) job, id, status, started_at, finished_at FROM jobctl.runs"
-            " WHERE status NOT IN ('running', 'skipped') ORDER BY job, started_at DESC"
-        )
-    ).mappings()
-    last = {r["job"]: dict(r) for r in rows}
-    ok = conn.execute(
-        text(
-            "SELECT job, max(finished_at) AS at FROM jobctl.runs"
-            " WHERE status = 'completed' AND NOT dry_run GROUP BY job"
-        )
-    ).mappings()
-    for r in ok:
-        last.setdefault(r["job"], {})["last_success"] = r["at"]
-    return last
+    found: dict[str, dict[str, Any]] = {}
+    for r in conn.execute(text(_LAST_RUNS)).mappings():
+        found[r["job"]] = {k: r[k] for k in ("job", "id", "status", "started_at", "finished_at")}
+        if r["last_success"] is not None:
+            found[r["job"]]["last_success"] = r["last_success"]
+    return found
 
 
 def fence_statement(run_id: int) -> str:

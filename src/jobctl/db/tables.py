@@ -137,6 +137,21 @@ scheduled = Table(
     Column("finished_at", DateTime(timezone=True)),
 )
 
+# sql/0008: runs by job and status over the whole ledger, kept by triggers on
+# jobctl.runs (nothing in Python writes it); read by jobctl.db.job_state.
+run_totals = Table(
+    "run_totals",
+    metadata,
+    Column("job", Text, primary_key=True),
+    Column("status", Text, primary_key=True),
+    Column("runs", BigInteger, nullable=False),
+    Column("done_runs", BigInteger, nullable=False),
+    *(
+        Column(f"records_{kind}", BigInteger, nullable=False)
+        for kind in ("total", "new", "updated", "unchanged", "errors", "removed", "deleted")
+    ),
+)
+
 # Columns of the ledger as the user sees them (``runs list --json`` keys).
 LEDGER_COLUMNS = [
     c.name for c in runs.columns if c.name not in {"lock_backend_pid", "lock_key", "log_tail"}
