@@ -306,7 +306,7 @@ class Runner:
         if not acquired:
             return self._skip(inv, self._held_message(inv), ExitCode.LOCKED, inv.slot)
         wait = self.spare_connection_wait
-        if not self.db.embedded and not self.db.spare_connection_within(wait):
+        if not self.db.embedded and not self.db.spare_connection_within(wait, keep=True):
             inv.lock.release()  # gives its server connection back, so the row can be written
             message = _pool_message(inv.name, wait)
             failed = self._skip(inv, message, ExitCode.FAILED, inv.slot, RunStatus.FAILED)
@@ -426,6 +426,7 @@ class Runner:
                 error_message=reason,
                 dry_run=inv.options.dry_run,
             )
+        self.db.close_kept()  # a slot check's SQLAlchemy connection left it unused
         alert_after_sweep(self.settings, self.db, dead, self._clean)
         return run_id, reason
 
