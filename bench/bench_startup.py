@@ -10,6 +10,9 @@ falls on all of them alike:
     jobctl --help
     jobctl run tick              a user's job whose lock is held elsewhere: exit 75, `skipped` row
     jobctl sync                  the same for the built-in sync job
+    jobctl run noop              a user's job that does nothing and completes: the fixed
+                                 cost of a run (lock, ``running`` row, heartbeat thread,
+                                 the end recorded), with no work in it
 
 The lock is held by this script: a connection that took the job's advisory lock
 (``jobctl.db.locks``) and a ``running`` row naming that connection, which is what a
@@ -63,6 +66,11 @@ import jobctl
 @jobctl.job("tick")
 def tick(ctx):
     """A job that never gets to run here: its lock is held."""
+
+
+@jobctl.job("noop")
+def noop(ctx):
+    """A job that runs and does nothing: what a run costs around the work."""
 '''
 
 
@@ -136,6 +144,7 @@ def main() -> None:
         "jobctl --help": ([*jobctl, "--help"], 0),
         "jobctl run tick (skipped)": ([*jobctl, "run", "tick", "--trigger", "cron"], 75),
         "jobctl sync (skipped)": ([*jobctl, "sync", "--trigger", "cron"], 75),
+        "jobctl run noop (completed)": ([*jobctl, "run", "noop", "--trigger", "manual"], 0),
     }
     holders: list[psycopg.Connection[Any]] = []
     try:

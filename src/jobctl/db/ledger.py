@@ -107,24 +107,21 @@ def insert_run(
     return int(_execute(conn, sql, values).fetchone()[0])
 
 
-def heartbeat(conn: Connection, run_id: int, log_tail: Sequence[str] | None = None) -> bool:
-    from sqlalchemy import and_, func, update
-
-    from jobctl.db.tables import runs
-
-    values: dict[str, Any] = {"heartbeat_at": func.now()}
+def heartbeat(
+    conn: Connection | psycopg.Connection[Any], run_id: int, log_tail: Sequence[str] | None = None
+) -> bool:
+    # Plain SQL, as every write of a run's own row: a run never needs SQLAlchemy.
+    sql = "UPDATE jobctl.runs SET heartbeat_at = now()"
+    params: dict[str, Any] = {"id": run_id}
     if log_tail is not None:
-        values["log_tail"] = list(log_tail)
-    result = conn.execute(
-        update(runs)
-        .where(and_(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING))
-        .values(**values)
-    )
-    return result.rowcount == 1
+        sql += ", log_tail = %(log_tail)s"
+        params["log_tail"] = list(log_tail)
+    sql += " WHERE id = %(id)s AND status = 'running'"
+    return int(_execute(conn, sql, params).rowcount) == 1
 
 
 def finish_run(
-    conn: Connection,
+    conn: Connection | psycopg.Connection[Any],
     run_id: int,
     *,
     status: RunStatus,
@@ -137,23 +134,17 @@ def finish_run(
     source: str | None = None,
     partition: str | None = None,
 ) -> bool:
-    """Close a running run; False if it was no longer ``running`` (e.g. abandoned)."""
-    from sqlalchemy import and_, func, update
+    """Close a running run; False if it was no longer ``running`` (e.g. abandoned).
 
-    from jobctl.db.tables import runs
-
+    Plain SQL (either kind of connection): the end of every run is written without
+    SQLAlchemy."""
     values: dict[str, Any] = {
         "status": status,
-        "finished_at": func.now(),
-        "duration_ms": func.greatest(
-            0, func.floor(func.extract("epoch", func.clock_timestamp() - runs.c.started_at) * 1000)
-        ),
         "attempts": attempts,
-        "stats": dict(stats),
+        "stats": Jsonb(dict(stats)),
         "error_message": error_message,
         "error_detail": error_detail,
         "log_tail": list(log_tail),
-        "heartbeat_at": func.now(),
     }
     for name in COUNTER_FIELDS:
         if name in counters:
@@ -162,12 +153,18 @@ def finish_run(
         values["source"] = source
     if partition is not None:
         values["partition"] = partition
-    result = conn.execute(
-        update(runs)
-        .where(and_(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING))
-        .values(**values)
+    assignments = [f"{name} = %({name})s" for name in values]
+    assignments += [
+        "finished_at = now()",
+        "duration_ms = greatest(0, floor(extract(epoch FROM clock_timestamp() - started_at)"
+        " * 1000))",
+        "heartbeat_at = now()",
+    ]
+    sql = (
+        f"UPDATE jobctl.runs SET {', '.join(assignments)}"
+        " WHERE id = %(run_id)s AND status = 'running'"
     )
-    return result.rowcount == 1
+    return int(_execute(conn, sql, {**values, "run_id": run_id}).rowcount) == 1
 
 
 def sweep_abandoned(
@@ -441,15 +438,20 @@ def fence_statement(run_id: int) -> str:
 
 def fence(conn: Connection | psycopg.Connection[Any], run_id: int) -> bool:
     """True if the run still owns its lock (its row is now locked until commit)."""
+    statement = fence_statement(run_id)
+    what = "cannot check the run's lock before commit"
+    if isinstance(conn, psycopg.Connection):
+        try:
+            return conn.execute(statement).rowcount == 1
+        except psycopg.Error as exc:
+            raise translate(exc, what) from exc
+    # A SQLAlchemy connection: SQLAlchemy is loaded already (a plain one never loads it).
     from sqlalchemy.exc import DBAPIError
 
-    statement = fence_statement(run_id)
     try:
-        if isinstance(conn, psycopg.Connection):
-            return conn.execute(statement).rowcount == 1
         return conn.exec_driver_sql(statement).rowcount == 1
     except (psycopg.Error, DBAPIError) as exc:
-        raise translate(exc, "cannot check the run's lock before commit") from exc
+        raise translate(exc, what) from exc
 
 
 def note_stats(conn: Connection, run_id: int, stats: Mapping[str, Any]) -> None:

@@ -11,7 +11,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +40,14 @@ class MigrationState:
 
 
 def sql_dir() -> Path:
-    """The ``sql/`` directory: inside the wheel, or at the top of a source checkout."""
-    packaged = resources.files("jobctl").joinpath("sql")
+    """The ``sql/`` directory: inside the installed package, or at the top of a source
+    checkout. (The package is a directory: what ``importlib.resources`` would find,
+    without importing it on every command's schema check.)"""
+    here = Path(__file__).resolve()
+    packaged = here.parents[1] / "sql"
     if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[3] / "sql"
+        return packaged
+    return here.parents[3] / "sql"
 
 
 def migrations() -> list[Migration]:
