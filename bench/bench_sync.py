@@ -107,7 +107,6 @@ complete = true
 TARGETS = {"a": 1.2, "b2": 1.0, "c": 1.1}
 RSS_TARGET_MB = 100
 RSS_STRETCH_MB = 64
-STEPS = ("copy", "upsert", "a", "b1", "b2", "c")
 
 
 def ensure_copy_file(feed: Feed) -> Path:
@@ -261,10 +260,14 @@ class Bench:
             counts["sent"] = source["rows_sent"]
         return counts
 
-    def reset(self, tables: tuple[str, ...]) -> None:
-        """A fresh start for the next run: the target, its sync state, the baselines' tables."""
+    def reset_target(self) -> None:
+        """No target table and no sync state: the next step is a first load."""
         self.admin.execute(f"DROP TABLE IF EXISTS {TABLE} CASCADE")
         self.admin.execute("DELETE FROM jobctl.feed_state WHERE target = %s", (f"public.{TABLE}",))
+
+    def reset(self, tables: tuple[str, ...]) -> None:
+        """A fresh start for the next run: the target, its sync state, the baselines' tables."""
+        self.reset_target()
         for name in tables:
             self.admin.execute(f"DROP TABLE IF EXISTS {name}")
             self.admin.execute(DDL.format(name=name))
@@ -298,12 +301,12 @@ def _counts_text(r: Result) -> str:
 def runs_table(results: list[Result]) -> str:
     """Every step of every run."""
     copies = {r.run: r.seconds for r in results if r.step == "copy"}
-    head = f"{'run':>3} {'step':<6} {'seconds':>8} {'CPU s':>6} {'RSS MB':>7} {'WAL MB':>8} {'×copy':>6}  counts"
+    head = f"{'run':>3} {'step':<9} {'seconds':>8} {'CPU s':>6} {'RSS MB':>7} {'WAL MB':>8} {'×copy':>6}  counts"
     lines = [head, "-" * len(head)]
     for r in results:
         ratio = f"{r.seconds / copies[r.run]:.2f}" if r.run in copies else "-"
         lines.append(
-            f"{r.run:>3} {r.step:<6} {r.seconds:8.2f} {r.cpu_seconds:6.2f} {r.rss_mb:7.1f} "
+            f"{r.run:>3} {r.step:<9} {r.seconds:8.2f} {r.cpu_seconds:6.2f} {r.rss_mb:7.1f} "
             f"{r.wal_bytes / 1e6:8.1f} {ratio:>6}  {_counts_text(r)}"
         )
     return "\n".join(lines)
@@ -317,10 +320,7 @@ def summary_table(results: list[Result]) -> str:
         f" {'RSS MB':>7} {'WAL MB':>7} {'×copy':>6} {'×copy range':>12}  counts"
     )
     lines = [head, "-" * len(head)]
-    for step in STEPS:
-        rs = by.get(step)
-        if not rs:
-            continue
+    for step, rs in by.items():
         secs = [r.seconds for r in rs]
         ratios = _ratios(results, step)
         span = f"{min(secs):.2f}–{max(secs):.2f}"
@@ -350,6 +350,27 @@ def statements_table(results: list[Result], top: int = 8) -> str:
     return "\n".join(out)
 
 
+def versus_table(results: list[Result], label: str) -> str:
+    """This jobctl against ``--also`` (steps ``X@label``), run by run: time and CPU ratios."""
+    by = _by_step(results)
+    head = f"{'step':<6} {'n':>2} {'s this':>7} {'s ' + label:>10} {'this/' + label:>12} {'CPU this':>8} {'CPU ' + label:>10}"
+    lines = [head, "-" * len(head)]
+    for step in ("a", "b1", "b2", "c"):
+        mine = {r.run: r for r in by.get(step, [])}
+        other = {r.run: r for r in by.get(f"{step}@{label}", [])}
+        both = sorted(set(mine) & set(other))
+        if not both:
+            continue
+        ratio = median([mine[i].seconds / other[i].seconds for i in both])
+        lines.append(
+            f"{step:<6} {len(both):>2} {median([mine[i].seconds for i in both]):7.2f}"
+            f" {median([other[i].seconds for i in both]):10.2f} {ratio:12.2f}"
+            f" {median([mine[i].cpu_seconds for i in both]):8.2f}"
+            f" {median([other[i].cpu_seconds for i in both]):10.2f}"
+        )
+    return "\n".join(lines)
+
+
 def verdicts(results: list[Result]) -> list[tuple[bool, str]]:
     """PASS/FAIL against the issue's targets (medians of the per-run ratios)."""
     out: list[tuple[bool, str]] = []
@@ -361,7 +382,7 @@ def verdicts(results: list[Result]) -> list[tuple[bool, str]]:
             out.append(
                 (m <= limit, f"({step}) median {m:.2f}× the psql \\copy (target ≤ {limit}×)")
             )
-    syncs = [r for r in results if r.step in ("a", "b1", "b2", "c")]
+    syncs = [r for r in results if r.step in ("a", "b1", "b2", "c")]  # this jobctl only
     if syncs:
         worst = max(syncs, key=lambda r: r.rss_mb)
         out.append(
@@ -425,6 +446,13 @@ def main(argv: list[str] | None = None) -> int:
         default=JOBCTL,
         help="the jobctl command to time (e.g. a patched wrapper for an A/B test)",
     )
+    ap.add_argument(
+        "--also",
+        metavar="CMD",
+        help="a second jobctl command (e.g. the code before a change) whose steps a, b1, b2, c "
+        "run in every run too, in alternating order, on a table of their own",
+    )
+    ap.add_argument("--also-label", default="before", help="its name in the tables (before)")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     a = ap.parse_args(argv)
     if a.runs < 1:
@@ -506,7 +534,10 @@ def main(argv: list[str] | None = None) -> int:
             f"\\copy bench_copy (permit_num, revision_num, hash, data) "
             f"FROM {_psql_quote(str(copy_file))}"
         )
-        sync = [*shlex.split(a.jobctl), "sync", "--source", "permits", "--trigger", "manual"]
+        sync_args = ["sync", "--source", "permits", "--trigger", "manual"]
+        variants = [("", [*shlex.split(a.jobctl), *sync_args])]
+        if a.also:
+            variants.append((a.also_label, [*shlex.split(a.also), *sync_args]))
         n = v1.records
         steps = [
             (
@@ -570,37 +601,45 @@ def main(argv: list[str] | None = None) -> int:
                     v1.records,
                 )
                 print(f"  upsert {r.seconds:6.2f}s")
-            for step, what, extra, feed, expected, vac in steps:
-                r = bench.run(
-                    run,
-                    step,
-                    what,
-                    sync + extra,
-                    feed.records,
-                    vacuum_table=vac,
-                    profile=step in ("a", "b2", "c"),
-                )
-                r.counts = bench.jobctl_counts()
-                r.expected = expected
-                if step == "a" and run == 1:
-                    same = bench.admin.execute(
-                        f"SELECT count(*) FROM {TABLE} t JOIN bench_copy c USING (permit_num, revision_num)"
-                        " WHERE t.hash = c.hash AND t.data = c.data"
-                    ).fetchone()[0]
-                    print(
-                        f"  check: {same} of {n} rows identical (key, hash, data) in {TABLE} and bench_copy"
+            order = variants if run % 2 else variants[::-1]
+            for label, sync in order:
+                if label or len(variants) > 1:
+                    bench.reset_target()
+                for step, what, extra, feed, expected, vac in steps:
+                    name = f"{step}@{label}" if label else step
+                    r = bench.run(
+                        run,
+                        name,
+                        what + (f" ({label})" if label else ""),
+                        sync + extra,
+                        feed.records,
+                        vacuum_table=vac,
+                        profile=step in ("a", "b2", "c") and not label,
                     )
-                print(
-                    f"  {step:<6} {r.seconds:6.2f}s  CPU {r.cpu_seconds:5.2f}s  RSS {r.rss_mb:5.1f} MB"
-                    f"  WAL {r.wal_bytes / 1e6:7.1f} MB  {_counts_text(r)}",
-                    flush=True,
-                )
+                    r.counts = bench.jobctl_counts()
+                    r.expected = expected
+                    if step == "a" and run == 1 and not label:
+                        same = bench.admin.execute(
+                            f"SELECT count(*) FROM {TABLE} t JOIN bench_copy c USING (permit_num, revision_num)"
+                            " WHERE t.hash = c.hash AND t.data = c.data"
+                        ).fetchone()[0]
+                        print(
+                            f"  check: {same} of {n} rows identical (key, hash, data) in {TABLE} and bench_copy"
+                        )
+                    print(
+                        f"  {name:<9} {r.seconds:6.2f}s  CPU {r.cpu_seconds:5.2f}s  RSS {r.rss_mb:5.1f} MB"
+                        f"  WAL {r.wal_bytes / 1e6:7.1f} MB  {_counts_text(r)}",
+                        flush=True,
+                    )
 
         results = bench.results
         print()
         print(runs_table(results))
         print()
         print(summary_table(results))
+        if a.also:
+            print()
+            print(versus_table(results, a.also_label))
         if bench.statements:
             print()
             print(statements_table(results))

@@ -3,11 +3,11 @@
 The main thread parses and hands batches of records to a worker thread that owns
 the connection for the length of the stream. For each batch the worker
 
-1. COPYs ``(key, hash, ordinal)`` of its records into ``_jobctl_batch``;
-2. runs one statement that appends the keys to ``_jobctl_keys`` and joins the batch
-   with the target (index probes on its primary key), answering how many of the
-   batch's keys met an active row, how many met a removed one, and the ordinals of
-   the records that are new, changed or back after removal;
+1. COPYs ``(key, hash, ordinal)`` of its records into ``_jobctl_keys``;
+2. joins those rows (found by their ordinals, which are indexed) with the target
+   (index probes on its primary key), answering how many of the batch's keys met
+   an active row, how many met a removed one, and the ordinals of the records that
+   are new, changed or back after removal;
 3. builds the full rows of those records from the batch the main thread handed
    over (still in memory: nothing is spooled) and COPYs them into ``_jobctl_data``.
 
@@ -18,10 +18,10 @@ that marks the others removed. The active-row count is taken by the worker befor
 the first batch (it overlaps the parse too) and the count after the merge follows
 from the statements' own counts: ``before + new + restored - removed``.
 
-A key repeated within the feed (a duplicate, or a bad record's key seen twice)
-makes the per-batch counts unsafe: then the last occurrence of each key is kept in
-``_jobctl_data`` and the restored and removed rows are counted by statements, as
-a feed without repeats never needs.
+A key repeated within the feed (a duplicate, or a bad record's key seen again)
+makes the per-batch counts unsafe: then only the last good occurrence of each key
+is kept in ``_jobctl_data``, and the restored and removed rows are counted by
+statements of their own, which a feed without repeats never needs.
 
 Fault safety: everything runs in the caller's transaction. A worker error stops the
 main thread at its next batch; an exception in the main thread (a parse error, a
@@ -64,8 +64,11 @@ class Batch:
     keys: list[bytes] = field(default_factory=list)
     #: Per record: the COPY fields before ``data`` (None for a bad record).
     heads: list[bytes | None] = field(default_factory=list)
-    #: Per record: canonical JSON (None for a bad record).
-    datas: list[bytes | None] = field(default_factory=list)
+    #: The records' canonical JSON, one after the other; ``ends[i]`` is where record
+    #: ``first + i`` ends (a bad record is empty). Copied here rather than kept as
+    #: the serialiser's own objects, which orjson over-allocates (~8 KB each).
+    blob: bytearray = field(default_factory=bytearray)
+    ends: list[int] = field(default_factory=list)
 
 
 class _Worker(threading.Thread):
@@ -90,17 +93,16 @@ class _Worker(threading.Thread):
         match = sql.SQL(" AND ").join(
             sql.SQL("t.{c} = b.{c}").format(c=sql.Identifier(c)) for c in table.pk_columns
         )
-        self._stage = sql.SQL("COPY _jobctl_batch ({}, hash, ord) FROM STDIN").format(pk)
+        self._stage = sql.SQL("COPY _jobctl_keys ({}, hash, ord) FROM STDIN").format(pk)
         self._compare = sql.SQL(
-            "WITH staged AS (INSERT INTO _jobctl_keys ({pk}, ord) SELECT {pk}, ord"
-            " FROM _jobctl_batch)"
-            " SELECT count(t.hash) FILTER (WHERE t.removed_at IS NULL),"
+            "SELECT count(t.hash) FILTER (WHERE t.removed_at IS NULL),"
             " count(*) FILTER (WHERE b.hash IS NOT NULL AND t.removed_at IS NOT NULL),"
             # new, changed, or back after being removed: sent and upserted
             " array_agg(b.ord) FILTER (WHERE b.hash IS NOT NULL"
             " AND (t.hash IS DISTINCT FROM b.hash OR t.removed_at IS NOT NULL))"
-            " FROM _jobctl_batch b LEFT JOIN {t} t ON {match}"
-        ).format(pk=pk, t=table.ident(), match=match)
+            " FROM _jobctl_keys b LEFT JOIN {t} t ON {match}"
+            " WHERE b.ord BETWEEN %s AND %s"
+        ).format(t=table.ident(), match=match)
         self._send = sql.SQL("COPY _jobctl_data ({}, hash, data, ord) FROM STDIN").format(pk)
 
     # -- main thread -----------------------------------------------------------------
@@ -165,22 +167,22 @@ class _Worker(threading.Thread):
     def _compare_batch(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
         with cur.copy(self._stage) as copy:
             copy.write(b"".join(batch.keys))
-        cur.execute(self._compare)
+        # The batch's rows, by the index on ord: the keys staged so far stay put.
+        cur.execute(self._compare, (batch.first, batch.first + len(batch.keys) - 1))
         found = cur.fetchone()
         assert found is not None
         matched, restored, wanted = found
-        # Created in this transaction: truncated in place (no new file, no catalog rows).
-        cur.execute("TRUNCATE _jobctl_batch")
         self.matched += matched
         self.restored += restored
         if not wanted:
             return
-        first, heads, datas = batch.first, batch.heads, batch.datas
+        first, heads, blob, ends = batch.first, batch.heads, batch.blob, batch.ends
         pending = self._pending
         for ordinal in wanted:
             i = ordinal - first
-            head, data = heads[i], datas[i]
-            assert head is not None and data is not None
+            head = heads[i]
+            assert head is not None
+            data = bytes(blob[ends[i - 1] if i else 0 : ends[i]])
             line = b"%s\t%s\t%d\n" % (head, copy_data(data), ordinal)
             pending.append(line)
             self._pending_bytes += len(line)
@@ -254,7 +256,7 @@ def resync(
         if missing != 0:
             _mark_removed(run, partition)
     # The next source of the run uses the same transaction and names.
-    cur.execute("DROP TABLE IF EXISTS _jobctl_batch, _jobctl_keys, _jobctl_data")
+    cur.execute("DROP TABLE IF EXISTS _jobctl_keys, _jobctl_data")
     return stats
 
 
@@ -262,8 +264,8 @@ def _start(cur: psycopg.Cursor[Any], table: FeedTable, partition: str) -> dateti
     """Read the previous sync's time and create the (empty) temporary tables.
 
     They copy the target's column types, so the joins compare like with like:
-    ``_jobctl_batch`` (key, hash, ord) one batch at a time, ``_jobctl_keys`` (key,
-    ord) every staged key, ``_jobctl_data`` (key, hash, data, ord) the rows to merge.
+    ``_jobctl_keys`` (key, hash, ord) every staged record, ``_jobctl_data`` (key,
+    hash, data, ord) the rows to merge.
     """
     cur.execute(
         "SELECT last_synced_at FROM jobctl.feed_state WHERE target = %s AND partition = %s",
@@ -272,8 +274,7 @@ def _start(cur: psycopg.Cursor[Any], table: FeedTable, partition: str) -> dateti
     previous = cur.fetchone()
     pk = sql.SQL(", ").join(sql.Identifier(c) for c in table.pk_columns)
     for name, cols in (
-        ("_jobctl_batch", sql.SQL("{}, hash").format(pk)),
-        ("_jobctl_keys", pk),
+        ("_jobctl_keys", sql.SQL("{}, hash").format(pk)),
         ("_jobctl_data", sql.SQL("{}, hash, data").format(pk)),
     ):
         cur.execute(
@@ -282,6 +283,8 @@ def _start(cur: psycopg.Cursor[Any], table: FeedTable, partition: str) -> dateti
                 " FROM {} WITH NO DATA"
             ).format(sql.Identifier(name), cols, table.ident())
         )
+    # Each batch is compared by its ordinals: appended in order, the index stays cheap.
+    cur.execute("CREATE INDEX ON _jobctl_keys (ord)")
     return previous[0] if previous else None
 
 
@@ -298,8 +301,7 @@ def _stream(worker: _Worker, stats: ApplyStats, rows: Iterable[Row], prefix: str
     keys_only = 0
     ordinal = -1
     batch = Batch(0)
-    keys, heads, datas = batch.keys, batch.heads, batch.datas
-    size = 0
+    keys, heads, blob, ends = batch.keys, batch.heads, batch.blob, batch.ends
     # The hot loop (every record of the feed): locals only.
     for ordinal, (key, data) in enumerate(rows):
         digest = key_digest(key)
@@ -308,7 +310,6 @@ def _stream(worker: _Worker, stats: ApplyStats, rows: Iterable[Row], prefix: str
             text = f"{prefix}{copy_key(key)}" if key else prefix[:-1]
             keys.append(f"{text}\t\\N\t{ordinal}\n".encode())
             heads.append(None)
-            datas.append(None)
             if digest in seen or digest in bad_seen:
                 repeated = True
             bad_seen.add(digest)
@@ -316,8 +317,7 @@ def _stream(worker: _Worker, stats: ApplyStats, rows: Iterable[Row], prefix: str
             head = copy_head(prefix, key, data)
             keys.append(head + b"\t%d\n" % ordinal)
             heads.append(head)
-            datas.append(data)
-            size += len(data)
+            blob += data
             if digest in seen:
                 repeated = True
                 stats.duplicates += 1
@@ -327,11 +327,11 @@ def _stream(worker: _Worker, stats: ApplyStats, rows: Iterable[Row], prefix: str
                 if bad_seen and digest in bad_seen:
                     repeated = True
                 seen.add(digest)
-        if size >= BATCH_BYTES or len(keys) >= BATCH_RECORDS:
+        ends.append(len(blob))
+        if len(blob) >= BATCH_BYTES or len(keys) >= BATCH_RECORDS:
             worker.submit(batch)
             batch = Batch(ordinal + 1)
-            keys, heads, datas = batch.keys, batch.heads, batch.datas
-            size = 0
+            keys, heads, blob, ends = batch.keys, batch.heads, batch.blob, batch.ends
     if keys:
         worker.submit(batch)
     stats.staged = ordinal + 1
@@ -340,12 +340,15 @@ def _stream(worker: _Worker, stats: ApplyStats, rows: Iterable[Row], prefix: str
 
 
 def _keep_last_occurrences(run: _Merge) -> None:
-    """A repeated key: only its last occurrence in the feed is merged (or none, when
-    that one is bad or unchanged)."""
+    """A key the feed repeats: only its last good occurrence is merged (if it differs).
+
+    A bad record's key keeps the stored row from being marked removed but brings no
+    data: it neither wins over a good occurrence nor stops one.
+    """
     run.cur.execute(
         sql.SQL(
             "DELETE FROM _jobctl_data d WHERE EXISTS (SELECT 1 FROM _jobctl_keys k"
-            " WHERE {} AND k.ord > d.ord)"
+            " WHERE {} AND k.ord > d.ord AND k.hash IS NOT NULL)"
         ).format(run.match("k", "d"))
     )
     run.stats.sent -= run.cur.rowcount
