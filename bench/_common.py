@@ -215,10 +215,12 @@ class Wal:
 
 
 class StatementLog:
-    """Server-side statement durations, from the server's own log.
+    """Server-side time of every statement, from the server's own log.
 
-    ``log_min_duration_statement = 0`` (``ALTER SYSTEM``, reloaded; reset by
-    :meth:`close`) makes the server log every statement with its duration; the
+    ``log_min_duration_statement = 0`` and ``log_statement_stats = on`` (``ALTER
+    SYSTEM``, reloaded; reset by :meth:`close`) make the server log every statement
+    with its duration and the CPU its backend spent on it (``getrusage``: user +
+    system, which the machine's load does not inflate as it does durations); the
     lines a step added to the log file are summed by statement (its first words).
     Needs a superuser and the log file (the embedded server's ``pg/log``, or
     ``--server-log`` for another server).
@@ -228,28 +230,41 @@ class StatementLog:
         self.conn = conn
         self.path = path
         conn.execute("ALTER SYSTEM SET log_min_duration_statement = 0")
+        conn.execute("ALTER SYSTEM SET log_statement_stats = on")
         conn.execute("SELECT pg_reload_conf()")
         time.sleep(0.2)
 
     def mark(self) -> int:
         return self.path.stat().st_size
 
-    def since(self, offset: int) -> dict[str, float]:
-        """Milliseconds by statement, for the log lines written after ``offset``."""
+    def since(self, offset: int) -> dict[str, tuple[float, float]]:
+        """(milliseconds, CPU milliseconds) by statement, for the lines after ``offset``."""
         with self.path.open("rb") as f:
             f.seek(offset)
             text = f.read().decode("utf-8", "replace")
-        totals: dict[str, float] = {}
-        for m in _DURATION.finditer(text):
+        totals: dict[str, tuple[float, float]] = {}
+        cpu = 0.0
+        for line in text.splitlines():
+            usage = _USAGE.search(line)
+            if usage:
+                cpu += (float(usage.group(1)) + float(usage.group(2))) * 1000
+                continue
+            m = _DURATION.search(line)
+            if not m:
+                continue
             ms, what = float(m.group(1)), " ".join(m.group(2).split()[:7])[:70]
+            spent, cpu = cpu, 0.0
             if what.startswith(("SELECT pg_current_wal_lsn", "SELECT pg_wal_lsn_diff")):
                 continue  # the benchmark's own
-            totals[what] = totals.get(what, 0.0) + ms
+            old_ms, old_cpu = totals.get(what, (0.0, 0.0))
+            totals[what] = (old_ms + ms, old_cpu + spent)
         return totals
 
     def close(self) -> None:
         self.conn.execute("ALTER SYSTEM RESET log_min_duration_statement")
+        self.conn.execute("ALTER SYSTEM RESET log_statement_stats")
         self.conn.execute("SELECT pg_reload_conf()")
 
 
-_DURATION = re.compile(r"duration: ([0-9.]+) ms\s+(?:statement|execute [^:]*): ([^\n]*)")
+_DURATION = re.compile(r"duration: ([0-9.]+) ms\s+(?:statement|execute [^:]*): (.*)")
+_USAGE = re.compile(r"!\s+([0-9.]+) s user, ([0-9.]+) s system, [0-9.]+ s elapsed")

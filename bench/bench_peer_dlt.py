@@ -133,7 +133,7 @@ def dlt_env(state: Path) -> dict[str, str]:
 
 
 def dlt_url(url: str) -> str:
-    """dlt's postgres credentials as a URL it parses (psycopg2: host in the query)."""
+    """dlt's postgres credentials as a URL it parses (a socket directory: in the query)."""
     info = psycopg.conninfo.conninfo_to_dict(url)
     from urllib.parse import quote, urlencode
 
@@ -142,7 +142,8 @@ def dlt_url(url: str) -> str:
     host = str(info.pop("host", "localhost"))
     port = info.pop("port", None)
     dbname = info.pop("dbname", "postgres")
-    auth = f"{user}:{quote(str(password))}@" if password else f"{user}@"
+    # dlt insists on a password; a server that trusts the socket ignores it
+    auth = f"{user}:{quote(str(password or 'unused'))}@"
     query: dict[str, str] = {k: str(v) for k, v in info.items()}
     if host.startswith("/"):
         query["host"] = host

@@ -157,7 +157,7 @@ class Result:
     wal_bytes: int
     counts: dict[str, Any] = field(default_factory=dict)
     expected: dict[str, int] | None = None
-    statements: dict[str, float] = field(default_factory=dict)
+    statements: dict[str, tuple[float, float]] = field(default_factory=dict)  # ms, CPU ms
     command: str = ""
 
     @property
@@ -336,17 +336,28 @@ def summary_table(results: list[Result]) -> str:
 
 
 def statements_table(results: list[Result], top: int = 8) -> str:
-    """Per step: the statements with the most server time (median over the runs)."""
+    """Per step: the statements with the most server time (medians over the runs)."""
     out = []
     for step, rs in _by_step(results).items():
         if not any(r.statements for r in rs):
             continue
         names = {name for r in rs for name in r.statements}
-        med = {n: median([r.statements.get(n, 0.0) for r in rs]) for n in names}
-        total = median([sum(r.statements.values()) for r in rs])
-        out.append(f"{step}: server time of its statements, median of {len(rs)}: {total:.0f} ms")
-        for name, ms in sorted(med.items(), key=lambda kv: -kv[1])[:top]:
-            out.append(f"    {ms:8.1f} ms  {name}")
+        zero = (0.0, 0.0)
+        med = {
+            n: (
+                median([r.statements.get(n, zero)[0] for r in rs]),
+                median([r.statements.get(n, zero)[1] for r in rs]),
+            )
+            for n in names
+        }
+        total = median([sum(ms for ms, _ in r.statements.values()) for r in rs])
+        cpu = median([sum(c for _, c in r.statements.values()) for r in rs])
+        out.append(
+            f"{step}: server time of its statements, median of {len(rs)}: {total:.0f} ms"
+            f" (backend CPU {cpu:.0f} ms)"
+        )
+        for name, (ms, c) in sorted(med.items(), key=lambda kv: -kv[1][0])[:top]:
+            out.append(f"    {ms:8.1f} ms  CPU {c:7.1f} ms  {name}")
     return "\n".join(out)
 
 
