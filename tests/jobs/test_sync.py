@@ -496,14 +496,8 @@ def test_kill_9_during_the_merge_changes_nothing(
             lambda: psql.execute("SELECT id FROM jobctl.runs WHERE status = 'running'").fetchone(),
             what="a running sync",
         )
-        # the merge is under way: rows are streaming into the server
-        wait_until(
-            lambda: psql.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
-                " AND state = 'active' AND query LIKE 'COPY%'"
-            ).fetchone(),
-            what="a COPY of the sync",
-        )
+        # the merge is under way: batches of keys are streaming into the server
+        _comparing(psql)
         time.sleep(0.5)
         assert proc.poll() is None, "the sync ended before it could be killed"
         proc.send_signal(signal.SIGKILL)
@@ -527,6 +521,78 @@ def test_kill_9_during_the_merge_changes_nothing(
     assert psql.execute("SELECT count(*) FROM permits WHERE removed_at IS NULL").fetchone() == (
         BIG,
     )
+
+
+def _comparing(psql: psycopg.Connection[Any]) -> int:
+    """The backend of a re-sync that is staging and comparing batches (its pid)."""
+    row = wait_until(
+        lambda: psql.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state IN ('active', 'idle in transaction') AND query LIKE '%_jobctl_keys%'"
+            " AND pid <> pg_backend_pid()"
+        ).fetchone(),
+        what="a re-sync comparing batches",
+    )
+    return int(row[0])
+
+
+def _big_ready(big_feed: tuple[Path, Any]) -> Path:
+    big, generator = big_feed
+    generator.wait(timeout=60)
+    assert generator.returncode == 0
+    return big
+
+
+@pytest.mark.parametrize("fault", ["connection killed", "SIGTERM"])
+def test_a_resync_stopped_mid_stream_changes_nothing(
+    cli: Cli,
+    project: Path,
+    psql: psycopg.Connection[Any],
+    big_feed: tuple[Path, Any],
+    fault: str,
+) -> None:
+    """The server compares while the client parses: a fault then must still roll back
+    everything, stop both threads, and be recorded as what it was."""
+    configure(project, PERMITS_SOURCE)
+    shutil.copy(gen_feed(N).path, project / "feed.json")
+    sync(cli)
+    before = checksum(psql)
+    state = psql.execute("SELECT * FROM jobctl.feed_state").fetchall()
+    big = _big_ready(big_feed)
+
+    proc = cli.popen("sync", "--source", "permits", "--file", str(big))
+    try:
+        backend = _comparing(psql)
+        assert proc.poll() is None, "the sync ended before the fault"
+        if fault == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            psql.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == (143 if fault == "SIGTERM" else 1), err
+    assert "Traceback" not in err and "another command is already in progress" not in err
+    run = latest(psql)
+    if fault == "SIGTERM":
+        assert (run["status"], run["error_message"]) == ("cancelled", "interrupted by SIGTERM")
+    else:
+        assert run["status"] == "failed" and "sync" in run["error_message"], run
+    assert checksum(psql) == before
+    assert psql.execute("SELECT * FROM jobctl.feed_state").fetchall() == state
+    # nothing of the run is left on the server: no statement, no open transaction
+    wait_until(
+        lambda: (
+            not psql.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)).fetchone()
+        ),
+        timeout=10,
+        what="the sync's backend to be gone",
+    )
+
+    sync(cli, "--source", "permits", "--file", str(big))
+    assert counts(last_run(cli)) == expect(BIG, new=BIG - N, unchanged=N)
 
 
 def test_two_syncs_at_once_one_runs_one_skips(

@@ -12,11 +12,11 @@ The apply, in one transaction (a failed or killed sync changes nothing):
 * **first load** (no rows yet for the partition): one ``COPY`` straight into the
   target; duplicate keys within the feed never reach it (detected client-side by
   a 64-bit key digest) and are applied afterwards, last occurrence winning;
-* **re-sync**: ``COPY`` only ``(ordinal, key, hash)`` of every record into a
-  temporary table while the full rows are spooled to a temporary file; the
-  server names the ordinals whose hash differs or whose key is new; only those
-  rows are sent and upserted. Unchanged rows are neither sent nor rewritten (no
-  WAL, no bloat). Records absent from a complete feed get ``removed_at``;
+* **re-sync** (:mod:`jobctl.db.resync`): only ``(key, hash, ordinal)`` of every
+  record goes to the server, batch after batch while the client parses; the
+  server names the records whose hash differs or whose key is new, and only
+  those rows are sent and upserted. Unchanged rows are neither sent nor rewritten
+  (no WAL, no bloat). Records absent from a complete feed get ``removed_at``;
   records that come back have it cleared and are counted ``restored`` (not
   ``updated``: that stays "an active row whose data changed").
 
@@ -31,22 +31,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from jobctl.db.copytext import (
-    BoundedWriter,
-    Copier,
-    Spool,
-    copy_data,
-    copy_head,
-    copy_key,
-    copy_line,
-    quick_thread_switches,
-)
+from jobctl.db.copytext import BoundedWriter, Copier, Spool, copy_line, quick_thread_switches
 from jobctl.db.engine import Database
 from jobctl.db.errors import translate
 from jobctl.errors import UsageError
@@ -149,7 +139,7 @@ Row = tuple[tuple[str, ...], bytes | None]
 FeedConnection = psycopg.Connection[Any]
 
 
-def _key_digest(key: tuple[str, ...]) -> int:
+def key_digest(key: tuple[str, ...]) -> int:
     # 64-bit SipHash of the key: only used to notice duplicates within one feed. A
     # (2^-64-unlikely) collision is harmless: duplicates are applied as an upsert.
     return hash(key)
@@ -254,7 +244,7 @@ def touch_unchanged(
     conn: FeedConnection, table: FeedTable, partition: str, update: StateUpdate
 ) -> int:
     """The feed is known unchanged: record the sync, return the active row count."""
-    where, params = _partition_filter(table, partition)
+    where, params = partition_filter(table, partition)
     try:
         active = conn.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE removed_at IS NULL").format(table.ident())
@@ -268,7 +258,7 @@ def touch_unchanged(
     return count
 
 
-def _partition_filter(table: FeedTable, partition: str) -> tuple[sql.Composable, tuple[Any, ...]]:
+def partition_filter(table: FeedTable, partition: str) -> tuple[sql.Composable, tuple[Any, ...]]:
     if table.date_key:
         return sql.SQL(" AND partition_date = %s"), (date.fromisoformat(partition),)
     return sql.SQL(""), ()
@@ -314,7 +304,6 @@ def apply_feed(
     complete: bool,
     state: StateUpdate | Callable[[], StateUpdate],
     check: Callable[[ApplyStats], None] = lambda stats: None,
-    spool_dir: Path | None = None,
 ) -> ApplyStats:
     """Stage ``rows`` (key, canonical JSON) and merge them into ``table``.
 
@@ -323,19 +312,9 @@ def apply_feed(
     """
     try:
         with quick_thread_switches():
-            stats = _apply(conn, table, rows, partition, complete, spool_dir)
-        if stats.first_load:
-            active = stats.distinct
-        else:
-            where, params = _partition_filter(table, partition)
-            found = conn.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE removed_at IS NULL").format(table.ident())
-                + where,
-                params,
-            ).fetchone()
-            active = int(found[0]) if found else 0
+            stats = _apply(conn, table, rows, partition, complete)
         # after = before + new + restored - removed, all counted by this transaction
-        stats.active_before = active - stats.new - stats.restored + stats.removed
+        active = stats.active_before + stats.new + stats.restored - stats.removed
         final = state() if callable(state) else state
         _write_state(conn, table, partition, final, active)
         check(stats)
@@ -352,11 +331,10 @@ def _apply(
     rows: Iterable[Row],
     partition: str,
     complete: bool,
-    spool_dir: Path | None,
 ) -> ApplyStats:
     cur = conn.cursor()
     ensure_table(cur, table)
-    where, params = _partition_filter(table, partition)
+    where, params = partition_filter(table, partition)
     cur.execute(
         sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE true").format(table.ident())
         + where
@@ -367,7 +345,9 @@ def _apply(
     has_rows = bool(row and row[0])
     prefix = f"{partition}\t" if table.date_key else ""
     if has_rows:
-        return _resync(conn, table, rows, partition, prefix, complete, spool_dir)
+        from jobctl.db.resync import resync  # imports this module
+
+        return resync(conn, table, rows, partition, prefix, complete)
     return _first_load(conn, table, rows, prefix)
 
 
@@ -389,7 +369,7 @@ def _first_load(
                 continue
             stats.staged += 1
             line = copy_line(prefix, key, data)
-            digest = _key_digest(key)
+            digest = key_digest(key)
             if digest in seen:
                 dups = dups or Spool(None)
                 dups.add(line)
@@ -431,252 +411,3 @@ def _apply_duplicates(conn: psycopg.Connection[Any], table: FeedTable, dups: Spo
         ).format(t=table.ident(), pk=pk)
     )
     cur.execute("DROP TABLE _jobctl_dups")  # the next source in this transaction
-
-
-@dataclass
-class _Resync:
-    """What the phases of one re-sync share.
-
-    One per source: the temporary tables it names live in the run's transaction and
-    are dropped at the end, so the next source of the run can create them again.
-    """
-
-    cur: psycopg.Cursor[Any]
-    table: FeedTable
-    #: The full COPY lines of every record, line number = ordinal, until the server
-    #: has said which of them to send.
-    spool: Spool
-    #: When the previous sync of this partition ran: the last time its unchanged
-    #: rows were seen (they are not rewritten, so their own last_seen_at is older).
-    previous_sync: datetime | None
-    stats: ApplyStats = field(default_factory=ApplyStats)
-    #: The staged keys with one row per key: ``_jobctl_keys`` itself unless the feed
-    #: repeats a key (then ``_jobctl_winners``, the last occurrence of each).
-    winners: str = "_jobctl_keys"
-    #: Bit ``ordinal`` set: that record is new, changed or back after removal.
-    wanted: bytearray = field(default_factory=bytearray)
-
-    @property
-    def pk(self) -> list[sql.Identifier]:
-        return [sql.Identifier(c) for c in self.table.pk_columns]
-
-    @property
-    def pk_list(self) -> sql.Composable:
-        return sql.SQL(", ").join(self.pk)
-
-    def match(self, left: str, right: str) -> sql.Composable:
-        """``left.c = right.c AND …`` over the primary key (a join the planner can hash)."""
-        # The aliases are this module's own (t, w, d, k): plain text, as they always were.
-        return sql.SQL(" AND ").join(
-            sql.SQL(f"{left}.{{c}} = {right}.{{c}}").format(c=c) for c in self.pk
-        )
-
-
-def _resync(
-    conn: psycopg.Connection[Any],
-    table: FeedTable,
-    rows: Iterable[Row],
-    partition: str,
-    prefix: str,
-    complete: bool,
-    spool_dir: Path | None,
-) -> ApplyStats:
-    """Merge a feed into a partition that has rows: send and rewrite only what changed."""
-    run = _start_resync(conn, table, partition, spool_dir)
-    try:
-        _stage_keys(run, rows, prefix)
-        _find_changed(run)
-        if run.stats.sent:
-            _send_changed(run)
-    finally:
-        run.spool.close()
-    stats = run.stats
-    if stats.sent:
-        _merge_changed(run)
-    stats.unchanged = stats.distinct - stats.new - stats.updated - stats.restored
-    if complete:
-        _mark_removed(run, partition)
-    # The next source of the run uses the same transaction and names.
-    run.cur.execute("DROP TABLE IF EXISTS _jobctl_keys, _jobctl_data, _jobctl_winners")
-    return stats
-
-
-def _start_resync(
-    conn: psycopg.Connection[Any], table: FeedTable, partition: str, spool_dir: Path | None
-) -> _Resync:
-    """Read the previous sync's time and create the (empty) temporary tables.
-
-    ``_jobctl_keys`` gets ``(key, hash, ord)`` of every record, ``_jobctl_data`` the
-    full rows of the changed ones only; both copy the target's column types, so the
-    joins compare like with like.
-    """
-    cur = conn.cursor()
-    cur.execute(
-        "SELECT last_synced_at FROM jobctl.feed_state WHERE target = %s AND partition = %s",
-        (table.state_key, partition),
-    )
-    previous = cur.fetchone()
-    pk_list = sql.SQL(", ").join(sql.Identifier(c) for c in table.pk_columns)
-    cur.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE _jobctl_keys ON COMMIT DROP AS SELECT {}, hash FROM {} WITH NO DATA"
-        ).format(pk_list, table.ident())
-    )
-    cur.execute("ALTER TABLE _jobctl_keys ADD COLUMN ord integer")
-    cur.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE _jobctl_data ON COMMIT DROP AS"
-            " SELECT {}, hash, data FROM {} WITH NO DATA"
-        ).format(pk_list, table.ident())
-    )
-    return _Resync(cur, table, Spool(spool_dir), previous[0] if previous else None)
-
-
-def _stage_keys(run: _Resync, rows: Iterable[Row], prefix: str) -> None:
-    """COPY ``(key, hash, ordinal)`` of every record to the server; spool the full rows.
-
-    Only the keys and hashes cross the wire here: the server alone can tell which
-    records differ from the stored ones, and most records of a daily feed do not.
-    A record without data (bad, but its key is known) is staged with a NULL hash so
-    that its stored row is not marked removed, and spooled as an empty line so that
-    spool line numbers stay equal to ordinals. Duplicate keys are counted here by a
-    client-side digest; which occurrence wins is decided on the server.
-    """
-    stats = run.stats
-    spool = run.spool
-    seen: set[int] = set()
-    cur = run.cur
-    with cur.copy(
-        sql.SQL("COPY _jobctl_keys ({}, hash, ord) FROM STDIN").format(run.pk_list),
-        writer=BoundedWriter(cur),
-    ) as copy:
-        out = Copier(copy)
-        ordinal = -1
-        keys_only = 0
-        # The hot loop (every record of the feed): locals only, no attribute lookups
-        # on ``run`` beyond the counters that are rarely touched.
-        for ordinal, (key, data) in enumerate(rows):
-            if data is None:
-                keys_only += 1
-                spool.add(b"\\N\n")  # keeps spool line numbers equal to ordinals
-                keys = f"{prefix}{copy_key(key)}" if key else prefix[:-1]
-                out.add(f"{keys}\t\\N\t{ordinal}\n".encode())
-                continue
-            head = copy_head(prefix, key, data)
-            spool.add(head + b"\t" + copy_data(data) + b"\n")
-            out.add(head + b"\t%d\n" % ordinal)
-            digest = _key_digest(key)
-            if digest in seen:
-                stats.duplicates += 1
-                if len(stats.duplicate_samples) < 20:
-                    stats.duplicate_samples.append("/".join(key))
-            else:
-                seen.add(digest)
-        out.flush()
-    stats.staged = ordinal + 1
-    stats.distinct = stats.staged - stats.duplicates - keys_only
-
-
-def _find_changed(run: _Resync) -> None:
-    """Ask the server which staged records are new, changed or back after removal.
-
-    The answer is their ordinals (COPY TO STDOUT, a few bytes each), kept as a
-    bitmap of the feed's length: ``stats.sent`` is how many bits are set. When the
-    feed repeats a key, only its last occurrence is compared (and later sent).
-    """
-    cur, stats = run.cur, run.stats
-    if stats.duplicates:
-        cur.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE _jobctl_winners ON COMMIT DROP AS SELECT DISTINCT ON"
-                " ({pk}) * FROM _jobctl_keys ORDER BY {pk}, ord DESC"
-            ).format(pk=run.pk_list)
-        )
-        run.winners = "_jobctl_winners"
-    # Fresh statistics: without them the planner guesses the temp table's size and
-    # may pick a nested loop over the whole target.
-    cur.execute(f"ANALYZE {run.winners}")
-    wanted = run.wanted = bytearray((stats.staged >> 3) + 1)
-    changed = 0
-    with cur.copy(
-        sql.SQL(
-            "COPY (SELECT w.ord FROM {w} w LEFT JOIN {t} t ON {match}"
-            # new, changed, or back after being removed (sent and upserted too)
-            " WHERE w.hash IS NOT NULL AND (t.hash IS DISTINCT FROM w.hash"
-            " OR t.removed_at IS NOT NULL)) TO STDOUT"
-        ).format(w=sql.Identifier(run.winners), t=run.table.ident(), match=run.match("t", "w"))
-    ) as copy:
-        for chunk in copy:
-            for number in bytes(chunk).split():
-                ordinal = int(number)
-                wanted[ordinal >> 3] |= 1 << (ordinal & 7)
-                changed += 1
-    stats.sent = changed
-
-
-def _send_changed(run: _Resync) -> None:
-    """COPY the full rows of the wanted ordinals from the spool into ``_jobctl_data``."""
-    cur = run.cur
-    with cur.copy(
-        sql.SQL("COPY _jobctl_data ({}, hash, data) FROM STDIN").format(run.pk_list),
-        writer=BoundedWriter(cur),
-    ) as copy:
-        out = Copier(copy)
-        for line in run.spool.selected(run.wanted):
-            out.add(line)
-        out.flush()
-
-
-def _merge_changed(run: _Resync) -> None:
-    """Upsert the sent rows; count new, updated and restored from the statements.
-
-    Restored rows (removed, now in the feed again) are counted before the upsert
-    clears their ``removed_at``; the upsert's own count of conflicts includes them,
-    so ``updated`` is what remains: active rows whose data changed.
-    """
-    cur, stats, t = run.cur, run.stats, run.table.ident()
-    cur.execute(
-        sql.SQL(
-            "SELECT count(*) FROM _jobctl_data d JOIN {t} t ON {match}"
-            " WHERE t.removed_at IS NOT NULL"
-        ).format(t=t, match=run.match("t", "d"))
-    )
-    back = cur.fetchone()
-    stats.restored = int(back[0]) if back else 0
-    cur.execute(
-        sql.SQL(
-            "WITH up AS (INSERT INTO {t} AS t ({pk}, hash, data)"
-            " SELECT {pk}, hash, data FROM _jobctl_data"
-            " ON CONFLICT ({pk}) DO UPDATE SET data = EXCLUDED.data, hash = EXCLUDED.hash,"
-            " updated_at = now(), last_seen_at = now(), removed_at = NULL"
-            " RETURNING (xmax = 0) AS inserted)"
-            " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
-            " FROM up"
-        ).format(t=t, pk=run.pk_list)
-    )
-    result = cur.fetchone()
-    assert result is not None
-    stats.new = int(result[0])
-    stats.updated = int(result[1]) - stats.restored
-
-
-def _mark_removed(run: _Resync, partition: str) -> None:
-    """A complete feed: set ``removed_at`` on the partition's active rows it lacks.
-
-    Every staged key counts as present, bad records' keys included (a record that
-    failed to parse is not a record that left the feed).
-    """
-    where, params = _partition_filter(run.table, partition)
-    run.cur.execute(
-        # last_seen_at: the previous sync saw it (unchanged rows were not rewritten).
-        sql.SQL(
-            "UPDATE {t} t SET removed_at = now(), updated_at = now(),"
-            " last_seen_at = greatest(t.last_seen_at, %s) WHERE t.removed_at IS NULL"
-        ).format(t=run.table.ident())
-        + where
-        + sql.SQL(" AND NOT EXISTS (SELECT 1 FROM _jobctl_keys k WHERE {})").format(
-            run.match("k", "t")
-        ),
-        (run.previous_sync, *params),
-    )
-    run.stats.removed = run.cur.rowcount
