@@ -76,7 +76,7 @@ class Started:
 class _Child:
     job: str
     process: subprocess.Popen[str]
-    #: the first line naming the run (or the error), once seen
+    #: the first line naming the run, once seen
     first: dict[str, Any] | None = None
     outcome: dict[str, Any] | None = None
     error: str | None = None
@@ -190,13 +190,12 @@ class WebRuns:
         elif action == "error" and child.error is None:
             child.error = str(doc.get("message", "")).removeprefix("jobctl: error: ")
         if child.first is None and (
-            (action == "run.started" and doc.get("run_id")) or action in ("run.outcome", "error")
+            (action == "run.started" and doc.get("run_id")) or action == "run.outcome"
         ):
             child.first = doc
-            if action != "run.outcome":
-                child.decided.set()
-        if action == "run.outcome":
             child.decided.set()
+        # An error (exit 2, no run): decided when the process has ended (_follow), so
+        # that its exit status is known.
         level = logging.getLevelName(str(doc.get("level", "info")).upper())
         fields = {k: doc[k] for k in ("action", "run_id") if k in doc}
         log.log(
