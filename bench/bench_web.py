@@ -18,10 +18,11 @@ counted), and at most ``--seconds`` per endpoint. Per request: wall-clock from s
 to the whole body read. Endpoints, one after the other:
 
   api        GET /api/runs?limit=20          (the JSON API, as ``runs list --json``)
-  page       GET /runs                        (the Runs page: 50 runs, the default)
-  page20     GET /runs?limit=20
-  page-job   GET /runs?job=job_07&status=failed
-  page-deep  GET /runs?page=20                (runs 951-1000: the pager's over-fetch)
+  page       GET /runs                        (the Runs page: 20 runs, the default)
+  page50     GET /runs?limit=50
+  page-job   GET /runs?job=job_01&status=failed   (1 % of job_01's runs match)
+  page-none  GET /runs?job=job_07&status=failed   (none match: the job's 50k runs read)
+  page-deep  GET /runs?page=50                (runs 981-1000: the pager's over-fetch)
 
 Baseline, in this process: ``App.list_runs(limit=21)`` called directly (the library
 call the page makes, no HTTP, no HTML), one caller at a time: what the database
@@ -75,22 +76,11 @@ FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i,
 ENDPOINTS = [
     ("api", "/api/runs?limit=20"),
     ("page", "/runs"),
-    ("page20", "/runs?limit=20"),
-    ("page-job", "/runs?job=job_07&status=failed"),
-    ("page-deep", "/runs?page=20"),
+    ("page50", "/runs?limit=50"),
+    ("page-job", "/runs?job=job_01&status=failed"),
+    ("page-none", "/runs?job=job_07&status=failed"),
+    ("page-deep", "/runs?page=50"),
 ]
-
-LAUNCH = """
-import sys, uvicorn
-from jobctl.app import App
-from jobctl.config import load_settings
-from jobctl.config_web import web_config
-from jobctl.web.app import create_app
-settings = load_settings()
-config = web_config(settings, host="127.0.0.1", port=int(sys.argv[1]))
-uvicorn.run(create_app(App(settings), config), host=config.host, port=config.port,
-            log_level="warning")
-"""
 
 
 def free_port() -> int:
@@ -117,11 +107,7 @@ def fill(url: str, runs: int) -> float:
 
 
 def start_server(env: dict[str, str], cwd: Path, port: int) -> subprocess.Popen[bytes]:
-    help_text = subprocess.run([JOBCTL, "--help"], env=env, capture_output=True, text=True).stdout
-    if " serve " in help_text:
-        command = [JOBCTL, "serve", "--host", "127.0.0.1", "--port", str(port)]
-    else:  # the command not there yet: the same library calls
-        command = [sys.executable, "-c", LAUNCH, str(port)]
+    command = [JOBCTL, "serve", "--host", "127.0.0.1", "--port", str(port)]
     log = (cwd / "serve.log").open("wb")
     proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60

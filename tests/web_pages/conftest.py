@@ -10,7 +10,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,27 +34,6 @@ schedule = "0 6 * * *"
 timezone = "America/Toronto"
 """
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-#: ``jobctl serve`` as its library calls (while the command itself is not there).
-LAUNCH = """
-import sys, uvicorn
-from jobctl.app import App
-from jobctl.config import load_settings
-from jobctl.config_web import web_config
-from jobctl.web.app import create_app
-settings = load_settings()
-config = web_config(settings, host=sys.argv[1], port=int(sys.argv[2]))
-uvicorn.run(create_app(App(settings), config), host=config.host, port=config.port)
-"""
-
-
-def serve_command(cli: Cli, port: int) -> list[str]:
-    """``jobctl serve`` when the command exists, else the same calls in a Python process."""
-    help_text = subprocess.run(
-        [cli.exe, "--help"], capture_output=True, text=True, env=cli.env, cwd=cli.cwd
-    ).stdout
-    if " serve " in help_text:
-        return [cli.exe, "serve", "--host", "127.0.0.1", "--port", str(port)]
-    return [sys.executable, "-c", LAUNCH, "127.0.0.1", str(port)]
 
 
 @dataclass
@@ -98,7 +76,7 @@ def start_console(cli: Cli, env: dict[str, str] | None = None) -> Console:
         port = free_port()
         with log.open("ab") as out:
             process = subprocess.Popen(
-                serve_command(cli, port),
+                [cli.exe, "serve", "--host", "127.0.0.1", "--port", str(port)],
                 cwd=cli.cwd,
                 env=environ,
                 stdout=out,

@@ -10,6 +10,7 @@ import typer
 
 from jobctl.durations import parse_duration, shown
 from jobctl.errors import UsageError
+from jobctl.params import parse_params as parse_params  # re-exported
 
 if TYPE_CHECKING:
     from jobctl.runner import RunOptions  # imported in run_options: the runner is heavy
@@ -44,22 +45,6 @@ By = Annotated[
 Force = Annotated[
     bool, typer.Option("--force", help="Run even if this schedule slot already completed.")
 ]
-
-
-def parse_params(items: list[str] | None) -> dict[str, str]:
-    """``--param KEY=VALUE`` items → a dict (a later KEY wins). The value may be empty
-    and may itself hold ``=``; the key is stripped and must not be empty. Both must be
-    text that can be stored: no NUL, no bytes that are not UTF-8 (which a shell hands
-    over as lone surrogates)."""
-    params: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--param {shown(item)} is not KEY=VALUE")
-        if "\x00" in item or not _is_utf8(item):
-            raise UsageError(f"--param {shown(item)} is not valid UTF-8 text without NUL")
-        params[key.strip()] = value
-    return params
 
 
 def _is_utf8(text: str) -> bool:

@@ -44,7 +44,7 @@ Writer = Annotated[Principal, Depends(writer)]
 
 #: Runs per page offered by the Runs page (any from 1 to MAX_LIMIT is taken).
 PAGE_SIZES = (20, 50, 100, 200)
-DEFAULT_LIMIT = 50
+DEFAULT_LIMIT = 20  # as `runs list --limit`
 MAX_LIMIT = 500
 #: How far back the pager goes (runs skipped + shown): further back, narrow the filters.
 MAX_DEPTH = 10_000
@@ -345,9 +345,8 @@ def add_schedule(
     the date and time are a wall time in the job's zone, as ``--at`` reads one."""
     from jobctl import scheduling
 
-    # The CLI's own --param parser (same rules, same messages). ``jobctl serve`` is a
-    # command of the Typer CLI, so importing the CLI's option module costs nothing.
-    from jobctl.cli.options import parse_params
+    # The CLI's --param parser (same rules, same messages).
+    from jobctl.params import parse_params
 
     check_csrf(request, csrf)
     form = _AddForm(job.strip(), date.strip(), time.strip(), every, params)
