@@ -57,6 +57,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -262,8 +263,9 @@ class Sample:
 
 
 class Bench:
-    def __init__(self, url: str, env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, url: str, env: dict[str, str], cwd: Path, jobctl: list[str]) -> None:
         self.url = url
+        self.jobctl_cmd = jobctl  # the timed jobctl (--jobctl); JOBCTL reads the runs
         self.env = env
         self.cwd = cwd
         self.conn = psycopg.connect(url, autocommit=True)
@@ -299,7 +301,7 @@ class Bench:
     def jobctl(self, s: Sample, name: str) -> None:
         day = s.period.end - timedelta(days=1)
         args = [
-            JOBCTL,
+            *self.jobctl_cmd,
             "snapshot",
             "--set",
             SET,
@@ -361,7 +363,11 @@ class Bench:
         for _ in range(n):
             t0 = time.perf_counter()
             subprocess.run(
-                [JOBCTL, "--version"], env=self.env, cwd=self.cwd, check=True, capture_output=True
+                [*self.jobctl_cmd, "--version"],
+                env=self.env,
+                cwd=self.cwd,
+                check=True,
+                capture_output=True,
             )
             times.append(time.perf_counter() - t0)
         return statistics.median(times)
@@ -474,6 +480,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="1,000,000 events and the first 7 days (unless --rows / --days say otherwise)",
     )
+    ap.add_argument(
+        "--jobctl",
+        default=None,
+        help="time this jobctl command instead (e.g. a wrapper running another version, "
+        "for an A/B test); the runs are still read with this tree's jobctl",
+    )
     ap.add_argument("--per-day", action="store_true", help="also print every day's figures")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     a = ap.parse_args(argv)
@@ -505,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         url = server_url(data_dir)
-        bench = Bench(url, env, tmp)
+        bench = Bench(url, env, tmp, shlex.split(a.jobctl) if a.jobctl else [JOBCTL])
         conn = bench.conn
         version = conn.execute("SHOW server_version").fetchone()[0]
         settings = dict(

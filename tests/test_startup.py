@@ -584,3 +584,31 @@ def test_the_engine_connects_with_what_libpq_accepts(db_url: str) -> None:
             assert conn.exec_driver_sql("SELECT current_database()").scalar_one() == dbname
     finally:
         db.dispose()
+
+
+def test_the_spare_connection_check_hands_its_connection_to_the_run_row(db_url: str) -> None:
+    """With ``keep``, the connection that answered writes the next plain transaction
+    (the run's ``running`` row) and is closed after it: one connection less, never
+    one more open at once; ``close_kept`` closes one that nothing took."""
+    from jobctl.db.engine import Database, normalise_url
+
+    db = Database(normalise_url(db_url))
+    try:
+        assert db.spare_connection_within(5.0, keep=True)
+        kept = db._kept[0]
+        backend = kept.info.backend_pid
+        with db.plain() as conn:
+            assert conn is kept
+            row = conn.execute("SELECT pg_backend_pid()").fetchone()
+            assert row is not None and row[0] == backend
+        assert kept.closed and db._kept == []
+        with db.plain() as conn:  # nothing kept: a connection of its own
+            assert conn is not kept
+        assert db.spare_connection_within(5.0, keep=True)
+        left = db._kept[0]
+        db.close_kept()
+        assert left.closed and db._kept == []
+        assert db.spare_connection_within(5.0)  # without keep: closed at once
+        assert db._kept == []
+    finally:
+        db.dispose()

@@ -404,6 +404,8 @@ class Runner:
         # Plain SQL unless the slot is checked (ledger.completed_slot_run reads
         # through SQLAlchemy): a run of a given date loads no SQLAlchemy.
         checks_slot = inv.slot is not None and not inv.options.force
+        if checks_slot:  # on a connection of its own: never three open at once
+            self.db.close_kept()
         with self.db.begin() if checks_slot else self.db.plain() as conn:
             dead = ledger.sweep_abandoned(conn, name)
             if dead:
@@ -430,7 +432,6 @@ class Runner:
                 dry_run=inv.options.dry_run,
                 requested_by=inv.options.requested_by,
             )
-        self.db.close_kept()  # a slot check's SQLAlchemy connection left it unused
         alert_after_sweep(self.settings, self.db, dead, self._clean)
         return run_id, reason
 
