@@ -41,7 +41,7 @@ CREATE TABLE jobctl.run_totals (
 -- The statement's changed rows count +1 as they are now and -1 as they were; summed
 -- per (job, status), only the totals that change are written, in key order (two
 -- statements lock the rows they share in the same order).
-CREATE FUNCTION jobctl.run_totals_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION jobctl.run_totals_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     changed text := CASE TG_OP
         WHEN 'INSERT' THEN 'SELECT 1 AS n, r.* FROM new_runs r'
@@ -51,17 +51,20 @@ DECLARE
 BEGIN
     -- A heartbeat, a log tail, a note in stats: nothing counted changed (the common
     -- update, every few seconds per run), nothing to plan or write.
-    IF TG_OP = 'UPDATE' AND NOT EXISTS (
-        SELECT 1 FROM new_runs n JOIN old_runs o ON o.id = n.id
-         WHERE (n.job, n.status, n.dry_run, n.records_total, n.records_new,
-                n.records_updated, n.records_unchanged, n.records_errors,
-                n.records_removed, n.records_deleted)
-               IS DISTINCT FROM
-               (o.job, o.status, o.dry_run, o.records_total, o.records_new,
-                o.records_updated, o.records_unchanged, o.records_errors,
-                o.records_removed, o.records_deleted)
-    ) THEN
-        RETURN NULL;
+    -- (Nested: an IF's condition is planned whole, and an insert has no old_runs.)
+    IF TG_OP = 'UPDATE' THEN
+        IF NOT EXISTS (
+            SELECT 1 FROM new_runs n JOIN old_runs o ON o.id = n.id
+             WHERE (n.job, n.status, n.dry_run, n.records_total, n.records_new,
+                    n.records_updated, n.records_unchanged, n.records_errors,
+                    n.records_removed, n.records_deleted)
+                   IS DISTINCT FROM
+                   (o.job, o.status, o.dry_run, o.records_total, o.records_new,
+                    o.records_updated, o.records_unchanged, o.records_errors,
+                    o.records_removed, o.records_deleted)
+        ) THEN
+            RETURN NULL;
+        END IF;
     END IF;
     -- (replace, not format: a percent sign would be a driver placeholder to psycopg)
     EXECUTE replace($sql$
@@ -100,7 +103,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION jobctl.run_totals_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION jobctl.run_totals_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM jobctl.run_totals;
     RETURN NULL;
