@@ -243,21 +243,27 @@ class StatementLog:
             f.seek(offset)
             text = f.read().decode("utf-8", "replace")
         totals: dict[str, tuple[float, float]] = {}
-        cpu = 0.0
+        # The server logs a statement's duration, then (log_statement_stats) its
+        # usage; the extended protocol logs parse, bind and execute each so.
+        last: str | None = None
         for line in text.splitlines():
             usage = _USAGE.search(line)
             if usage:
-                cpu += (float(usage.group(1)) + float(usage.group(2))) * 1000
+                if last is not None:
+                    ms, cpu = totals[last]
+                    spent = (float(usage.group(1)) + float(usage.group(2))) * 1000
+                    totals[last] = (ms, cpu + spent)
                 continue
             m = _DURATION.search(line)
             if not m:
                 continue
-            ms, what = float(m.group(1)), " ".join(m.group(2).split()[:7])[:70]
-            spent, cpu = cpu, 0.0
+            what = " ".join(m.group(2).split()[:7])[:70]
             if what.startswith(("SELECT pg_current_wal_lsn", "SELECT pg_wal_lsn_diff")):
-                continue  # the benchmark's own
-            old_ms, old_cpu = totals.get(what, (0.0, 0.0))
-            totals[what] = (old_ms + ms, old_cpu + spent)
+                last = None  # the benchmark's own
+                continue
+            ms, cpu = totals.get(what, (0.0, 0.0))
+            totals[what] = (ms + float(m.group(1)), cpu)
+            last = what
         return totals
 
     def close(self) -> None:
@@ -266,5 +272,5 @@ class StatementLog:
         self.conn.execute("SELECT pg_reload_conf()")
 
 
-_DURATION = re.compile(r"duration: ([0-9.]+) ms\s+(?:statement|execute [^:]*): (.*)")
+_DURATION = re.compile(r"duration: ([0-9.]+) ms\s+(?:statement|(?:parse|bind|execute) [^:]*): (.*)")
 _USAGE = re.compile(r"!\s+([0-9.]+) s user, ([0-9.]+) s system, [0-9.]+ s elapsed")

@@ -9,8 +9,9 @@ dlt is optional (not a jobctl dependency): ``pip install "dlt[postgres]"`` into 
 same environment; without it the script says so and exits 0.
 
 Three steps, each run by both tools as separate processes (wall clock with start-up,
-peak RSS by ``/usr/bin/time``, WAL by ``pg_current_wal_lsn()`` before/after, a
-``CHECKPOINT`` before each):
+peak RSS by ``/usr/bin/time``, WAL by ``pg_current_wal_lsn()`` before/after; before
+each, outside the timing, ``VACUUM (ANALYZE)`` of both tools' tables and a
+``CHECKPOINT``):
 
   first      first load of feed v1 into an empty table / dataset
   identical  the same feed again, every record read (jobctl: ``--force``, i.e. no
@@ -187,6 +188,15 @@ class Peer:
     def _timed(
         self, run: int, tool: str, step: str, argv: list[str], env: dict[str, str]
     ) -> Result:
+        # Outside the timing, as autovacuum would between two loads: else it runs
+        # during a later step, whose WAL figure then holds its full-page images.
+        tables = self.admin.execute(
+            "SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables"
+            " WHERE schemaname = %s OR (schemaname = 'public' AND tablename = %s)",
+            (DATASET, TABLE),
+        ).fetchall()
+        for (name,) in tables:
+            self.admin.execute(f"VACUUM (ANALYZE) {name}")
         with contextlib.suppress(psycopg.Error):
             self.admin.execute("CHECKPOINT")
         before = self.wal.lsn()

@@ -4,7 +4,8 @@
     .venv/bin/python bench/bench_sync.py                     # 3 runs, 237,000 records (~220 MB)
     .venv/bin/python bench/bench_sync.py --format csv        # the same records as CSV (or ndjson)
     .venv/bin/python bench/bench_sync.py --records 5000 --runs 1   # quick
-    .venv/bin/python bench/bench_sync.py --statements        # + server time of every statement
+    .venv/bin/python bench/bench_sync.py --statements        # + server time and CPU per statement
+    .venv/bin/python bench/bench_sync.py --also bench/data/jobctl-before  # A/B in every run
     DATABASE_URL=postgresql://... .venv/bin/python bench/bench_sync.py  # an existing server (empty db)
 
 Steps (each one a separate process, timed wall-clock, start-up included), run
@@ -612,6 +613,10 @@ def main(argv: list[str] | None = None) -> int:
                     v1.records,
                 )
                 print(f"  upsert {r.seconds:6.2f}s")
+            # Vacuumed now, outside any timing: else autovacuum does it during a later
+            # step, whose WAL figure then holds the full-page images of its pages.
+            for name in tables:
+                bench.admin.execute(f"VACUUM (ANALYZE) {name}")
             order = variants if run % 2 else variants[::-1]
             for label, sync in order:
                 if label or len(variants) > 1:

@@ -72,7 +72,11 @@ class Copier(Batcher):
 
 
 class Spool(Batcher):
-    """Full COPY lines of a re-sync, kept on disk until the server says which to send."""
+    """COPY lines kept on disk for later: a first load's repeated keys.
+
+    (A re-sync spools nothing: the server compares each batch while the client still
+    holds it, see :mod:`jobctl.db.resync`.)
+    """
 
     def __init__(self, directory: Path | None) -> None:
         # Closed by close(); a context manager would not fit the spool's lifetime.
