@@ -2,8 +2,9 @@
 
 Random feeds over a small key space (so keys repeat, come back, vanish, go bad)
 are applied one after another to one table; after each apply the counts and the
-stored rows must be the model's, whatever the batch size: one record a batch (every
-repeat crosses a batch), a few, or the whole feed in one. A failure mid-stream
+stored rows must be the model's, whatever the batch size (one record a batch: every
+repeat crosses a batch; a few; the whole feed in one) and whether the batches are
+compared as they come or deferred to the join after the stream. A failure mid-stream
 (a record iterator that raises, a server error in the worker) must leave the table
 and the sync state as they were, and the connection usable for the rollback.
 """
@@ -97,14 +98,23 @@ def apply(db: Database, feed: list[Item], complete: bool = True) -> ApplyStats:
         return apply_feed(conn, TABLE, _rows(feed), partition="", complete=complete, state=STATE)
 
 
-@pytest.mark.parametrize("batch", [1, 3, 4096])
+@pytest.mark.parametrize(
+    ("batch", "defer"),
+    [(1, False), (3, False), (4096, False), (1, True), (3, True), (4096, True), (2, None)],
+)
 def test_random_feeds_match_the_model_at_any_batch_size(
-    db_url: str, psql: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch, batch: int
+    db_url: str,
+    psql: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    batch: int,
+    defer: bool | None,
 ) -> None:
+    """Every batch compared as it comes, every one deferred, or as the worker decides."""
     monkeypatch.setattr(resync, "BATCH_RECORDS", batch)
+    monkeypatch.setattr(resync, "DEFER", defer)
     monkeypatch.setattr(resync, "SEND_BYTES", 40)  # several sends of changed rows a batch
     db = Database(db_url)
-    rng = random.Random(batch)
+    rng = random.Random(batch * 10 + (defer is None) + 2 * bool(defer))
     stored: dict[str, Stored] = {}
     for round_ in range(25):
         feed = random_feed(rng)
@@ -140,10 +150,12 @@ class Boom(Exception):
     pass
 
 
+@pytest.mark.parametrize("defer", [False, True])
 def test_a_failing_record_stream_changes_nothing(
-    db_url: str, psql: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+    db_url: str, psql: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch, defer: bool
 ) -> None:
     monkeypatch.setattr(resync, "BATCH_RECORDS", 4)
+    monkeypatch.setattr(resync, "DEFER", defer)
     db = Database(db_url)
     before = _base(db, psql)
 

@@ -72,11 +72,9 @@ class Copier(Batcher):
 
 
 class Spool(Batcher):
-    """COPY lines kept on disk for later: a first load's repeated keys.
-
-    (A re-sync spools nothing: the server compares each batch while the client still
-    holds it, see :mod:`jobctl.db.resync`.)
-    """
+    """COPY lines kept on disk for later: a first load's repeated keys, and the rows
+    of the batches a re-sync defers (:mod:`jobctl.db.resync`; the batches it
+    compares as they come are sent from memory and never spooled)."""
 
     def __init__(self, directory: Path | None) -> None:
         # Closed by close(); a context manager would not fit the spool's lifetime.

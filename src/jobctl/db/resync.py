@@ -14,9 +14,19 @@ the connection for the length of the stream. For each batch the worker
 So the join and the sending of changed rows overlap the parse; what is left after
 the last record is the upsert of the changed rows and, only when the feed is
 complete and its keys met fewer active rows than the partition had, the anti-join
-that marks the others removed. The active-row count is taken by the worker before
-the first batch (it overlaps the parse too) and the count after the merge follows
-from the statements' own counts: ``before + new + restored - removed``.
+that marks the others removed.
+
+Index probes cost the server about twice what one hash join of every key costs.
+While the client is the slower side that work is free (the server would wait
+anyway); when it is not — the next batch already waits when the worker takes one
+— the worker *defers* the batch instead: its keys go to ``_jobctl_later`` (a COPY,
+cheap) and its rows to a spool file, and after the stream all deferred batches are
+compared at once by a hash join and their wanted rows read back from the spool.
+The balance between the two follows the speeds of the two sides, batch by batch.
+
+The active-row count is taken by the worker before the first batch (it overlaps
+the parse too) and the count after the merge follows from the statements' own
+counts: ``before + new + restored - removed``.
 
 A key repeated within the feed (a duplicate, or a bad record's key seen again)
 makes the per-batch counts unsafe: then only the last good occurrence of each key
@@ -42,7 +52,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from jobctl.db.copytext import copy_data, copy_head, copy_key
+from jobctl.db.copytext import Spool, copy_data, copy_head, copy_key
 from jobctl.db.feedstore import ApplyStats, FeedTable, Row, key_digest, partition_filter
 
 #: A batch is handed to the worker at this many bytes of canonical JSON, or records.
@@ -53,6 +63,11 @@ BATCH_RECORDS = 4096
 QUEUED_BATCHES = 2
 #: The changed rows are sent to the server when this many bytes have piled up.
 SEND_BYTES = 1 << 20
+#: A batch the worker takes while the next one already waits (the server is behind
+#: the client) is deferred: its keys are staged in ``_jobctl_later`` and its rows
+#: spooled to disk, and all deferred batches are compared at once, by a hash join,
+#: after the stream. None: decide so, batch by batch; True / False: always / never.
+DEFER: bool | None = None
 
 
 @dataclass
@@ -87,6 +102,9 @@ class _Worker(threading.Thread):
         self.matched = 0
         self.restored = 0
         self.sent = 0
+        #: Records deferred (and their rows, spooled) until after the stream.
+        self.deferred = 0
+        self._spool: Spool | None = None
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         pk = sql.SQL(", ").join(map(sql.Identifier, table.pk_columns))
@@ -94,15 +112,21 @@ class _Worker(threading.Thread):
             sql.SQL("t.{c} = b.{c}").format(c=sql.Identifier(c)) for c in table.pk_columns
         )
         self._stage = sql.SQL("COPY _jobctl_keys ({}, hash, ord) FROM STDIN").format(pk)
-        self._compare = sql.SQL(
+        compare = (
             "SELECT count(t.hash) FILTER (WHERE t.removed_at IS NULL),"
             " count(*) FILTER (WHERE b.hash IS NOT NULL AND t.removed_at IS NOT NULL),"
             # new, changed, or back after being removed: sent and upserted
             " array_agg(b.ord) FILTER (WHERE b.hash IS NOT NULL"
             " AND (t.hash IS DISTINCT FROM b.hash OR t.removed_at IS NOT NULL))"
-            " FROM _jobctl_keys b LEFT JOIN {t} t ON {match}"
-            " WHERE b.ord BETWEEN %s AND %s"
-        ).format(t=table.ident(), match=match)
+            " FROM {b} b LEFT JOIN {t} t ON {match}"
+        )
+        self._compare = sql.SQL(compare + " WHERE b.ord BETWEEN %s AND %s").format(
+            b=sql.Identifier("_jobctl_keys"), t=table.ident(), match=match
+        )
+        self._later = sql.SQL("COPY _jobctl_later ({}, hash, ord) FROM STDIN").format(pk)
+        self._compare_later = sql.SQL(compare).format(
+            b=sql.Identifier("_jobctl_later"), t=table.ident(), match=match
+        )
         self._send = sql.SQL("COPY _jobctl_data ({}, hash, data, ord) FROM STDIN").format(pk)
 
     # -- main thread -----------------------------------------------------------------
@@ -151,18 +175,28 @@ class _Worker(threading.Thread):
             self.active_before = int(row[0]) if row else 0
         except BaseException as exc:  # handed to the main thread
             self.error = exc
-        while (batch := self.queue.get()) is not None:
-            if self.error is not None or self.stopping:
-                continue  # keep taking batches: the main thread must never block
-            try:
-                self._compare_batch(cur, batch)
-            except BaseException as exc:
-                self.error = exc
-        if self.error is None and not self.stopping:
-            try:
-                self._flush(cur)
-            except BaseException as exc:
-                self.error = exc
+        try:
+            while (batch := self.queue.get()) is not None:
+                if self.error is not None or self.stopping:
+                    continue  # keep taking batches: the main thread must never block
+                try:
+                    behind = self.queue.qsize() > 0 if DEFER is None else DEFER
+                    if behind:
+                        self._defer(cur, batch)
+                    else:
+                        self._compare_batch(cur, batch)
+                except BaseException as exc:
+                    self.error = exc
+            if self.error is None and not self.stopping:
+                try:
+                    self._flush(cur)
+                    if self._spool is not None:
+                        self._compare_deferred(cur, self._spool)
+                except BaseException as exc:
+                    self.error = exc
+        finally:
+            if self._spool is not None:
+                self._spool.close()
 
     def _compare_batch(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
         with cur.copy(self._stage) as copy:
@@ -189,6 +223,41 @@ class _Worker(threading.Thread):
         self.sent += len(wanted)
         if self._pending_bytes >= SEND_BYTES:
             self._flush(cur)
+
+    def _defer(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
+        """Stage the batch's keys for the comparison after the stream; spool its rows."""
+        with cur.copy(self._later) as copy:
+            copy.write(b"".join(batch.keys))
+        spool = self._spool = self._spool or Spool(None)
+        first, blob, ends = batch.first, batch.blob, batch.ends
+        start = 0
+        for i, head in enumerate(batch.heads):
+            end = ends[i]
+            if head is not None:
+                data = copy_data(bytes(blob[start:end]))
+                spool.add(b"%s\t%s\t%d\n" % (head, data, first + i))
+            start = end
+        self.deferred += len(batch.keys)
+
+    def _compare_deferred(self, cur: psycopg.Cursor[Any], spool: Spool) -> None:
+        """The deferred batches, at once: one join, then their wanted rows from the spool."""
+        cur.execute(self._compare_later)
+        found = cur.fetchone()
+        assert found is not None
+        matched, restored, wanted = found
+        self.matched += matched
+        self.restored += restored
+        if not wanted:
+            return
+        chosen = set(wanted)
+        for line in spool.selected():
+            if int(line[line.rindex(b"\t") + 1 :]) in chosen:
+                self._pending.append(line)
+                self._pending_bytes += len(line)
+                if self._pending_bytes >= SEND_BYTES:
+                    self._flush(cur)
+        self.sent += len(chosen)
+        self._flush(cur)
 
     def _flush(self, cur: psycopg.Cursor[Any]) -> None:
         if self._pending:
@@ -256,7 +325,7 @@ def resync(
         if missing != 0:
             _mark_removed(run, partition)
     # The next source of the run uses the same transaction and names.
-    cur.execute("DROP TABLE IF EXISTS _jobctl_keys, _jobctl_data")
+    cur.execute("DROP TABLE IF EXISTS _jobctl_keys, _jobctl_later, _jobctl_data")
     return stats
 
 
@@ -264,8 +333,9 @@ def _start(cur: psycopg.Cursor[Any], table: FeedTable, partition: str) -> dateti
     """Read the previous sync's time and create the (empty) temporary tables.
 
     They copy the target's column types, so the joins compare like with like:
-    ``_jobctl_keys`` (key, hash, ord) every staged record, ``_jobctl_data`` (key,
-    hash, data, ord) the rows to merge.
+    ``_jobctl_keys`` (key, hash, ord) the records compared batch by batch,
+    ``_jobctl_later`` the deferred ones, ``_jobctl_data`` (key, hash, data, ord)
+    the rows to merge.
     """
     cur.execute(
         "SELECT last_synced_at FROM jobctl.feed_state WHERE target = %s AND partition = %s",
@@ -275,6 +345,7 @@ def _start(cur: psycopg.Cursor[Any], table: FeedTable, partition: str) -> dateti
     pk = sql.SQL(", ").join(sql.Identifier(c) for c in table.pk_columns)
     for name, cols in (
         ("_jobctl_keys", sql.SQL("{}, hash").format(pk)),
+        ("_jobctl_later", sql.SQL("{}, hash").format(pk)),
         ("_jobctl_data", sql.SQL("{}, hash, data").format(pk)),
     ):
         cur.execute(
@@ -348,8 +419,10 @@ def _keep_last_occurrences(run: _Merge) -> None:
     run.cur.execute(
         sql.SQL(
             "DELETE FROM _jobctl_data d WHERE EXISTS (SELECT 1 FROM _jobctl_keys k"
-            " WHERE {} AND k.ord > d.ord AND k.hash IS NOT NULL)"
-        ).format(run.match("k", "d"))
+            " WHERE {m} AND k.ord > d.ord AND k.hash IS NOT NULL)"
+            " OR EXISTS (SELECT 1 FROM _jobctl_later k"
+            " WHERE {m} AND k.ord > d.ord AND k.hash IS NOT NULL)"
+        ).format(m=run.match("k", "d"))
     )
     run.stats.sent -= run.cur.rowcount
 
@@ -404,9 +477,10 @@ def _mark_removed(run: _Merge, partition: str) -> None:
             " last_seen_at = greatest(t.last_seen_at, %s) WHERE t.removed_at IS NULL"
         ).format(t=run.table.ident())
         + where
-        + sql.SQL(" AND NOT EXISTS (SELECT 1 FROM _jobctl_keys k WHERE {})").format(
-            run.match("k", "t")
-        ),
+        + sql.SQL(
+            " AND NOT EXISTS (SELECT 1 FROM _jobctl_keys k WHERE {m})"
+            " AND NOT EXISTS (SELECT 1 FROM _jobctl_later k WHERE {m})"
+        ).format(m=run.match("k", "t")),
         (run.previous_sync, *params),
     )
     run.stats.removed = run.cur.rowcount
