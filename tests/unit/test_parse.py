@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 from decimal import Decimal
@@ -281,6 +282,32 @@ def test_truncated_gzip_is_document_error(tmp_path: Path) -> None:
     packed.write_bytes(blob[: len(blob) // 2])
     with open_source(packed) as stream, pytest.raises(DocumentError, match="compressed feed"):
         list(iter_records(stream, "ndjson"))
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_the_digest_taken_while_parsing_is_the_files(tmp_path: Path, compress: bool) -> None:
+    body = b"[\n" + b",\n".join(b'{"id": %d, "pad": "%s"}' % (i, b"x" * 300) for i in range(9000))
+    data = gzip.compress(body + b"\n]\n") if compress else body + b"\n]\n"
+    path = tmp_path / "feed.json"
+    path.write_bytes(data)
+    digest = hashlib.sha256()
+    with open_source(path, digest.update) as stream:
+        assert len(list(iter_records(stream, "json"))) == 9000
+        while stream.read(1 << 20):  # what sync does before it records the digest
+            pass
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_the_truncated_gzip_of_a_json_dump_is_document_error(tmp_path: Path) -> None:
+    body = b"[\n" + b",\n".join(b'{"id": %d}' % i for i in range(30000)) + b"\n]\n"
+    packed = tmp_path / "feed.json.gz"
+    blob = gzip.compress(body)
+    packed.write_bytes(blob[: len(blob) // 2])
+    seen = 0
+    with open_source(packed) as stream, pytest.raises(DocumentError, match="compressed feed"):
+        for _ in iter_records(stream, "json"):
+            seen += 1
+    assert 0 < seen < 30000
 
 
 def test_open_source_missing_file_is_source_error(tmp_path: Path) -> None:
