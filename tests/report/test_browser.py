@@ -3,7 +3,6 @@ driven by Selenium): it renders, loads nothing from outside, and shows the figur
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,31 +10,17 @@ from typing import Any
 import psycopg
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from tests.browser import chrome
 from tests.conftest import Cli
 from tests.report.test_report import configure, seed_week
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    assert Path(CHROMIUM).exists() and Path(DRIVER).exists(), (
-        "Debian's chromium and chromium-driver are needed (.ci/run installs them)"
-    )
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1000,1400"):
-        options.add_argument(arg)
-    # An explicit driver path: Selenium Manager would try to download one.
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    try:
+    with chrome("1000,1400") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_the_html_report_renders_in_chromium_with_the_seeded_figures(

@@ -7,7 +7,6 @@ and with Debian's headless Chromium (``browser``)."""
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -118,7 +117,3 @@ def console(web_project: Path, cli: Cli) -> Iterator[Console]:
         yield server
     finally:
         stop(server.process)
-
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

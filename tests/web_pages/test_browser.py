@@ -14,13 +14,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.browser import chrome
 from tests.conftest import Cli
-from tests.web_pages.conftest import CHROMIUM, DRIVER, TOKEN_SECRET, Console
+from tests.web_pages.conftest import TOKEN_SECRET, Console
 
 ORANGE = "rgba(230, 106, 0, 1)"  # .countdown.soon in console.css
 RED = "rgba(198, 40, 40, 1)"  # a failed run
@@ -28,19 +28,8 @@ RED = "rgba(198, 40, 40, 1)"  # a failed run
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    assert Path(CHROMIUM).exists() and Path(DRIVER).exists(), (
-        "Debian's chromium and chromium-driver are needed (.ci/run installs them)"
-    )
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
-        options.add_argument(arg)
-    # An explicit driver path: Selenium Manager would try to download one.
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    try:
+    with chrome("1200,900") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
