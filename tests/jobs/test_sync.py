@@ -595,6 +595,68 @@ def test_a_resync_stopped_mid_stream_changes_nothing(
     assert counts(last_run(cli)) == expect(BIG, new=BIG - N, unchanged=N)
 
 
+@pytest.mark.parametrize("fault", ["connection killed", "SIGTERM", "SIGKILL"])
+def test_a_first_load_stopped_mid_copy_leaves_no_table(
+    cli: Cli,
+    project: Path,
+    psql: psycopg.Connection[Any],
+    big_feed: tuple[Path, Any],
+    fault: str,
+) -> None:
+    """The first load writes its binary COPY from the main thread, which may then wait
+    on the server: a fault there must still end the run as what it was, at once, and
+    leave neither the table (created in the same transaction) nor a feed state."""
+    configure(project, PERMITS_SOURCE)
+    big = _big_ready(big_feed)
+    proc = cli.popen("sync", "--source", "permits", "--file", str(big))
+    try:
+        row = wait_until(
+            lambda: psql.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state = 'active' AND query LIKE 'COPY%%permits%%BINARY%%'"
+                " AND pid <> pg_backend_pid()"
+            ).fetchone(),
+            what="a first load copying",
+        )
+        time.sleep(0.3)  # well inside the stream
+        assert proc.poll() is None, "the sync ended before the fault"
+        if fault == "connection killed":
+            psql.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+        else:
+            proc.send_signal(getattr(signal, fault))
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    expected = {"connection killed": 1, "SIGTERM": 143, "SIGKILL": -signal.SIGKILL}[fault]
+    assert proc.returncode == expected, err
+    assert "Traceback" not in err
+    if fault == "SIGKILL":
+        rows = wait_until(
+            lambda: [r for r in runs(cli) if r["status"] == "abandoned"], what="an abandoned run"
+        )
+        assert len(rows) == 1
+    else:
+        run = latest(psql)
+        if fault == "SIGTERM":
+            assert (run["status"], run["error_message"]) == ("cancelled", "interrupted by SIGTERM")
+        else:
+            assert run["status"] == "failed" and "sync" in run["error_message"], run
+    wait_until(
+        lambda: (
+            not psql.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (row[0],)).fetchone()
+        ),
+        timeout=10,
+        what="the sync's backend to be gone",
+    )
+    assert psql.execute("SELECT to_regclass('permits')").fetchone() == (None,)
+    assert psql.execute("SELECT count(*) FROM jobctl.feed_state").fetchone() == (0,)
+
+    sync(cli, "--source", "permits", "--file", str(big))
+    assert counts(last_run(cli)) == expect(BIG, new=BIG)
+
+
 def test_two_syncs_at_once_one_runs_one_skips(
     cli: Cli, project: Path, psql: psycopg.Connection[Any]
 ) -> None:

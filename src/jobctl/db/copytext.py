@@ -1,4 +1,4 @@
-"""COPY text format for the feed store: escaping, batching, spooling, the writer thread.
+"""COPY text format for the feed store: escaping, batching, spooling, thread switches.
 
 The lines are PostgreSQL ``COPY … FROM STDIN`` text format: tab-separated fields,
 backslash escapes. Keys are escaped here; canonical JSON has no raw control
@@ -7,7 +7,6 @@ characters, so only its backslashes need doubling.
 
 from __future__ import annotations
 
-import queue
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,9 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import psycopg
 import xxhash
-from psycopg.copy import QueuedLibpqWriter
 
 BATCH_BYTES = 1 << 20
 _ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -27,32 +24,19 @@ def copy_key(key: tuple[str, ...]) -> str:
     return "\t".join([k.translate(_ESCAPE) for k in key])
 
 
-class BoundedWriter(QueuedLibpqWriter):
-    """psycopg's threaded COPY writer with a short queue.
-
-    The client formats rows faster than the server ingests them; psycopg's default
-    queue (1024 × 128 KiB) would then hold ~100 MB. Sixteen buffers keep the
-    client and the server overlapped with a few MB in flight.
-    """
-
-    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
-        super().__init__(cursor)
-        if hasattr(self, "_queue"):
-            self._queue = queue.Queue(maxsize=16)  # type: ignore[assignment]
-
-
 class Batcher:
-    """Joins lines into ~1 MiB writes to ``write`` (a COPY, a file)."""
+    """Joins lines into writes of ``limit`` bytes (1 MiB) to ``write`` (a COPY, a file)."""
 
-    def __init__(self, write: Callable[[bytes], Any]) -> None:
+    def __init__(self, write: Callable[[bytes], Any], limit: int = BATCH_BYTES) -> None:
         self._write = write
+        self._limit = limit
         self.buffer: list[bytes] = []
         self.size = 0
 
     def add(self, line: bytes) -> None:
         self.buffer.append(line)
         self.size += len(line)
-        if self.size >= BATCH_BYTES:
+        if self.size >= self._limit:
             self.flush()
 
     def flush(self) -> None:
@@ -60,13 +44,6 @@ class Batcher:
             self._write(b"".join(self.buffer))
             self.buffer.clear()
             self.size = 0
-
-
-class Copier(Batcher):
-    """COPY text lines, batched (a worker thread sends them)."""
-
-    def __init__(self, copy: psycopg.Copy) -> None:
-        super().__init__(copy.write)
 
 
 class Spool(Batcher):
@@ -95,12 +72,13 @@ class Spool(Batcher):
 
 @contextmanager
 def quick_thread_switches() -> Iterator[None]:
-    """Let the COPY writer thread take the GIL within 0.2 ms instead of 5 ms.
+    """Let a thread that talks to the server take the GIL within 0.2 ms instead of 5 ms.
 
     The main thread parses and formats rows without pause; with CPython's default
-    5 ms switch interval the writer thread, which needs the GIL briefly for every
-    buffer it hands to libpq, waits most of that time and the server starves.
-    Measured on the 237k-record feed: first load 4.4 s → 3.2–3.6 s.
+    5 ms switch interval a thread that needs the GIL briefly for every buffer it
+    hands to libpq (the re-sync's worker, :mod:`jobctl.db.resync`) waits most of
+    that time and the server starves. Measured on the 237k-record feed when the
+    first load still had a writer thread: 4.4 s → 3.2–3.6 s.
     """
     previous = sys.getswitchinterval()
     sys.setswitchinterval(0.0002)

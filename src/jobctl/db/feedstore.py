@@ -36,12 +36,16 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from jobctl.db.copytext import BoundedWriter, Copier, Spool, copy_line, quick_thread_switches
+from jobctl.db.copybinary import SIGNATURE, TRAILER, row_encoder
+from jobctl.db.copytext import Batcher, Spool, copy_line, quick_thread_switches
 from jobctl.db.engine import Database
 from jobctl.db.errors import translate
 from jobctl.errors import UsageError
 
 log = logging.getLogger("jobctl.sync")
+
+#: A first load writes the COPY in blocks of this size (see :func:`_first_load`).
+FIRST_LOAD_BLOCK = 1 << 16
 
 
 def column_name(field_name: str) -> str:
@@ -348,37 +352,53 @@ def _apply(
         from jobctl.db.resync import resync  # imports this module
 
         return resync(conn, table, rows, partition, prefix, complete)
-    return _first_load(conn, table, rows, prefix)
+    return _first_load(conn, table, rows, partition, prefix)
 
 
 def _first_load(
-    conn: psycopg.Connection[Any], table: FeedTable, rows: Iterable[Row], prefix: str
+    conn: psycopg.Connection[Any],
+    table: FeedTable,
+    rows: Iterable[Row],
+    partition: str,
+    prefix: str,
 ) -> ApplyStats:
+    """One binary COPY straight into the (empty) partition.
+
+    The main thread writes the COPY itself, in blocks of :data:`FIRST_LOAD_BLOCK`:
+    the socket's send buffer is the queue between the two sides, so the server
+    works while the client parses, and a block the server cannot take yet blocks
+    the client only while the server is the slower side. (A writer thread, as
+    psycopg offers, cost ~0.3 s of CPU on the 237,000-record feed in hand-offs of
+    the GIL, and held 16 MiB of queued buffers.)
+    """
     stats = ApplyStats(first_load=True)
     seen: set[int] = set()
     dups: Spool | None = None
+    encode = row_encoder(
+        len(table.key_columns), date.fromisoformat(partition) if table.date_key else None
+    )
     cols = sql.SQL(", ").join(map(sql.Identifier, [*table.pk_columns, "hash", "data"]))
     cur = conn.cursor()
     with cur.copy(
-        sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident(), cols),
-        writer=BoundedWriter(cur),
+        sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(table.ident(), cols)
     ) as copy:
-        out = Copier(copy)
+        out = Batcher(copy.write, FIRST_LOAD_BLOCK)
+        out.add(SIGNATURE)
         for key, data in rows:
             if data is None:
                 continue
             stats.staged += 1
-            line = copy_line(prefix, key, data)
             digest = key_digest(key)
             if digest in seen:
                 dups = dups or Spool(None)
-                dups.add(line)
+                dups.add(copy_line(prefix, key, data))
                 stats.duplicates += 1
                 if len(stats.duplicate_samples) < 20:
                     stats.duplicate_samples.append("/".join(key))
                 continue
             seen.add(digest)
-            out.add(line)
+            out.add(encode(key, data))
+        out.add(TRAILER)
         out.flush()
     stats.new = stats.distinct = stats.staged - stats.duplicates
     stats.sent = stats.staged
