@@ -437,3 +437,71 @@ def test_an_error_answered_with_http_200_fails_with_the_apis_message(
     sync(cli, "--date", "2026-01-10")
     rows = psql.execute("SELECT data FROM visits").fetchall()
     assert rows == [({"result": "ok", "nb_visits": 7},)]
+
+
+# --------------------------------------------------------------------------- long numbers
+
+
+def _long_numbers_config(project: Path, digits: int, extra: str = "") -> list[str]:
+    """The same three records — one with an integer of ``digits`` digits — as a JSON
+    array one element per line, a JSON array on one line (every byte through ijson)
+    and NDJSON; returns the source names."""
+    records = ['{"id": "a", "n": 1}', '{"id": "b", "n": %s}' % ("7" * digits), '{"id": "c"}']
+    (project / "lines.json").write_text("[\n" + ",\n".join(records) + "\n]\n")
+    (project / "flat.json").write_text("[" + ", ".join(records) + "]")
+    (project / "n.ndjson").write_text("\n".join(records) + "\n")
+    names = [("lines", "lines.json", "json"), ("flat", "flat.json", "json")]
+    names.append(("nd", "n.ndjson", "ndjson"))
+    configure(
+        project,
+        "".join(
+            f'\n[sources.{name}]\npath = "{path}"\nformat = "{fmt}"\nkey = ["id"]\n'
+            f'table = "{name}"\n{extra}'
+            for name, path, fmt in names
+        ),
+    )
+    return [name for name, _, _ in names]
+
+
+def test_integers_of_thousands_of_digits_are_stored_exactly_in_every_format(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    """Beyond Python's default limit of 4300 digits (where ijson's C backend used to
+    crash the process): stored as written, the same bytes and hash from every parser."""
+    names = _long_numbers_config(project, 5000)
+    sync(cli)
+    assert counts(latest(psql)) == expect(9, new=9)
+    seen = [
+        psql.execute(
+            f"SELECT data->>'n', encode(hash, 'hex') FROM {name} WHERE id = 'b'"
+        ).fetchone()
+        for name in names
+    ]
+    assert seen[0] is not None and seen[0][0] == "7" * 5000
+    assert seen[0] == seen[1] == seen[2]
+
+
+def test_an_integer_beyond_postgresqls_numeric_is_a_record_error(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    _long_numbers_config(project, 140_000, "max_error_ratio = 0.5\n")
+    sync(cli)
+    run = latest(psql)
+    for name in ("lines", "flat", "nd"):
+        stats = source_stats(run, name)
+        assert (stats["new"], stats["errors"]) == (2, 1), stats
+    assert "beyond PostgreSQL's numeric range" in str(run["stats"])
+
+
+def test_a_run_of_digits_too_long_to_parse_fails_the_feed_and_writes_nothing(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    """A hostile feed: a number of 300,000 digits would cost the parser seconds (and
+    ijson's C backend a crash beyond Python's limit); it is refused as it streams by."""
+    for name in _long_numbers_config(project, 300_000)[:2]:
+        result = sync(cli, "--source", name, code=1)
+        assert "Traceback" not in result.stderr
+        run = latest(psql)
+        assert run["status"] == "failed"
+        assert "run of more than 150,000 digits" in run["error_message"], run
+        assert not table_exists(psql, name)

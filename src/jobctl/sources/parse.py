@@ -82,6 +82,8 @@ import gzip
 import io
 import json
 import logging
+import re
+import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
@@ -116,6 +118,18 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 Item = dict[str, Any] | BadRecord
+
+#: The longest run of digits a JSON feed may hold (a number, or a string of digits).
+#: ijson's C backend builds an integer with ``PyLong_FromString`` and does not check
+#: for failure: an integer beyond Python's limit on digits (4300 by default) kills
+#: the process with a segmentation fault. So the limit is raised to this (every
+#: integer PostgreSQL's numeric can hold — 131072 digits — parses, in every format,
+#: at ~0.1 s for the longest), and :class:`_Reader` refuses a feed with a longer
+#: run before the parser reaches its end.
+DIGITS_LIMIT = 150_000
+if 0 < sys.get_int_max_str_digits() < DIGITS_LIMIT:
+    sys.set_int_max_str_digits(DIGITS_LIMIT)
+_DIGITS = re.compile(rb"[0-9]*")
 
 
 # --------------------------------------------------------------------------- opening
@@ -210,6 +224,7 @@ class _Reader:
         self._encoding = encoding
         self._decoder: codecs.IncrementalDecoder | None = None
         self.utf8 = _is_utf8(encoding)  # read as it is (else transcoded to UTF-8)
+        self._digits = 0  # the run of digits the bytes read so far end with
         if not self.utf8:
             self._decoder = codecs.getincrementaldecoder(encoding)()
 
@@ -233,7 +248,35 @@ class _Reader:
                 rest = self._stream.read(len(_BOM) - len(data))
                 self.offset += len(rest)
                 data = (data + rest).removeprefix(_BOM)
+        if data:
+            self._count_digits(data)  # what the parser gets: UTF-8
         return data
+
+    def _count_digits(self, data: bytes) -> None:
+        """Raise DocumentError at a run of more than :data:`DIGITS_LIMIT` digits.
+
+        Nearly free: ``isdigit`` stops at the first other byte, and only a chunk that
+        ends in a digit is looked at from its end.
+        """
+        if data.isdigit():
+            self._digits += len(data)
+        else:
+            if self._digits:
+                self._digits += _DIGITS.match(data).end()  # type: ignore[union-attr]
+                self._check_digits()
+            end = len(data)
+            while 0x30 <= data[end - 1] <= 0x39:  # stops: not every byte is a digit
+                end -= 1
+            self._digits = len(data) - end
+        self._check_digits()
+
+    def _check_digits(self) -> None:
+        if self._digits > DIGITS_LIMIT:
+            raise DocumentError(
+                f"feed holds a run of more than {DIGITS_LIMIT:,} digits before byte "
+                f"{self.offset}: a number that long is beyond PostgreSQL's numeric range "
+                "(refused before it is parsed)"
+            )
 
 
 def _is_utf8(encoding: str) -> bool:

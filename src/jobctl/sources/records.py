@@ -131,7 +131,13 @@ def _wide_ints(value: Any) -> Any:
     if type(value) is int:
         if _INT64_MIN <= value <= _UINT64_MAX:
             return value
-        return orjson.Fragment(str(value))
+        text = str(value)
+        if len(text.lstrip("-")) > _NUMERIC_MAX_ADJUSTED + 1:
+            raise UnstorableRecord(
+                f"the number {text[:20]}...{text[-12:]} ({len(text):,} digits) is beyond"
+                " PostgreSQL's numeric range"
+            )
+        return orjson.Fragment(text)
     if isinstance(value, Mapping):
         return {k: _wide_ints(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
