@@ -8,7 +8,7 @@
 What a first load does on the client, stage by stage, on the generated feed of
 ``bench_sync.py`` (``bench/data/feed_v1_N.json``, made if missing): open the file with
 the sha256 tap, parse (``iter_records``), key (``extract_key``), canonical JSON
-(``canonical_bytes``), the COPY line (``copy_line``). Each stage adds one step to the
+(``canonical_bytes``), the binary COPY row (``copybinary.row_encoder``). Each stage adds one step to the
 one before; the figure is the process CPU time (user + sys, ``time.process_time``) of
 the whole pass, so other load on a shared machine barely moves it. The best of
 ``--rounds`` is printed, and the differences between stages are the cost of each.
@@ -31,7 +31,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from jobctl.db.copybinary import row_encoder  # noqa: E402
 from jobctl.db.copytext import Batcher, copy_line  # noqa: E402
+from jobctl.db.feedstore import FIRST_LOAD_BLOCK  # noqa: E402
 from jobctl.jobs.sync import _Reader  # noqa: E402
 from jobctl.sources.parse import iter_records, open_source  # noqa: E402
 from jobctl.sources.records import canonical_bytes, extract_key  # noqa: E402
@@ -39,10 +41,11 @@ from jobctl.sources.records import canonical_bytes, extract_key  # noqa: E402
 
 def _sync_loop(stream: Any, fmt: Any, key: tuple[str, ...]) -> int:
     """What a first load runs per record: sync's ``_Reader.rows`` (key, checks, canonical
-    JSON) and feedstore's COPY loop (``copy_line``, duplicate check, 1 MiB batches)."""
+    JSON) and feedstore's COPY loop (binary row, duplicate check, 64 KiB blocks)."""
     source = SimpleNamespace(name="bench", key=list(key), fields=None, types=None, exclude=())
     ctx = SimpleNamespace(progress=None, log=SimpleNamespace(info=lambda *a: None))
-    out = Batcher(lambda data: None)
+    out = Batcher(lambda data: None, FIRST_LOAD_BLOCK)
+    encode = row_encoder(len(key))
     seen: set[int] = set()
     n = 0
     rows = _Reader(source, ctx).rows(iter_records(stream, fmt))  # type: ignore[arg-type]
@@ -50,11 +53,10 @@ def _sync_loop(stream: Any, fmt: Any, key: tuple[str, ...]) -> int:
         n += 1
         if data is None:
             continue
-        line = copy_line("", k, data)
         digest = hash(k)
         if digest not in seen:
             seen.add(digest)
-            out.add(line)
+            out.add(encode(k, data))
     out.flush()
     return n
 
@@ -65,6 +67,7 @@ def _pass(path: Path, fmt: Any, key: tuple[str, ...], stage: int) -> tuple[float
     gc.collect()
     start = time.process_time()
     n = 0
+    encode = row_encoder(len(key))
     with open_source(path, digest.update) as stream:
         if stage == 5:
             n = _sync_loop(stream, fmt, key)
@@ -80,7 +83,7 @@ def _pass(path: Path, fmt: Any, key: tuple[str, ...], stage: int) -> tuple[float
             data = canonical_bytes(rec)
             if stage < 4:
                 continue
-            copy_line("", k, data)
+            encode(k, data)
     digest.hexdigest()
     return time.process_time() - start, n
 
@@ -89,7 +92,7 @@ STAGES: dict[int, str] = {
     1: "parse (open + sha256 tap + iter_records)",
     2: "+ extract_key",
     3: "+ canonical_bytes",
-    4: "+ copy_line",
+    4: "+ binary COPY row",
     5: "sync's own loop (rows + COPY loop)",
 }
 

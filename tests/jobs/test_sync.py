@@ -346,6 +346,26 @@ def test_nul_character_is_a_record_error(
     assert len(data) == N
 
 
+def test_the_text_backslash_u0000_is_no_nul(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    """``"C:\\u0000"`` in JSON is a backslash and the letters u0000: stored as it is,
+    in the key too; ``"\\\u0000"`` (a backslash, then a NUL) is still refused."""
+    records = load_records(gen_feed(N).path)[:3]
+    records[0]["DESCRIPTION"] = "C:\\u0000\\file"
+    records[1]["PERMIT_NUM"] = "\\u0000 key"
+    records[2]["DESCRIPTION"] = "\\\x00"
+    configure(project, PERMITS_SOURCE + "max_error_ratio = 0.5\n")
+    write_json(project / "feed.json", records)
+    sync(cli)
+    run = latest(psql)
+    assert counts(run) == expect(3, new=2, errors=1)
+    assert [s["position"] for s in source_stats(run)["error_samples"]] == [3]
+    data = stored(psql)
+    assert data[key_of(records[0])]["DESCRIPTION"] == "C:\\u0000\\file"
+    assert data[key_of(records[1])] == records[1]
+
+
 def test_truncated_feed_fails_and_changes_nothing(
     cli: Cli, project: Path, psql: psycopg.Connection[Any]
 ) -> None:
