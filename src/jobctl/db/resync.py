@@ -20,8 +20,9 @@ Index probes cost the server about twice what one hash join of every key costs.
 While the client is the slower side that work is free (the server would wait
 anyway); when it is not — the next batch already waits when the worker takes one
 — the worker *defers* the batch instead: its keys go to ``_jobctl_later`` (a COPY,
-cheap) and its rows to a spool file, and after the stream all deferred batches are
-compared at once by a hash join and their wanted rows read back from the spool.
+cheap) and its rows to a spool file as the batch holds them (two writes, no
+per-record work), and after the stream all deferred batches are compared at once
+by a hash join and only their wanted rows are read back from the spool.
 The balance between the two follows the speeds of the two sides, batch by batch.
 
 The active-row count is taken by the worker before the first batch (it overlaps
@@ -42,17 +43,22 @@ propagates, so the transaction rolls back on an idle connection.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
+import tempfile
 import threading
-from collections.abc import Iterable
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import accumulate
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from jobctl.db.copytext import Spool, copy_data, copy_head, copy_key
+from jobctl.db.copytext import copy_data, copy_head, copy_key
 from jobctl.db.feedstore import ApplyStats, FeedTable, Row, key_digest, partition_filter
 
 #: A batch is handed to the worker at this many bytes of canonical JSON, or records.
@@ -77,13 +83,62 @@ class Batch:
     first: int
     #: COPY lines ``key, hash, ordinal`` (hash ``\\N`` for a bad record).
     keys: list[bytes] = field(default_factory=list)
-    #: Per record: the COPY fields before ``data`` (None for a bad record).
-    heads: list[bytes | None] = field(default_factory=list)
+    #: Per record: the COPY fields before ``data`` (empty for a bad record).
+    heads: list[bytes] = field(default_factory=list)
     #: The records' canonical JSON, one after the other; ``ends[i]`` is where record
     #: ``first + i`` ends (a bad record is empty). Copied here rather than kept as
     #: the serialiser's own objects, which orjson over-allocates (~8 KB each).
     blob: bytearray = field(default_factory=bytearray)
     ends: list[int] = field(default_factory=list)
+
+
+class _DeferredRows:
+    """The rows of deferred batches, on disk as the batches hold them.
+
+    A batch is written in two pieces — its canonical JSON blob and its COPY heads,
+    each one ``write`` — with the offsets kept in memory (arrays: 16 bytes a
+    record). Deferring a batch therefore costs the client no per-record Python; only
+    the rows the comparison asks for are read back, one ``pread`` each.
+    """
+
+    def __init__(self) -> None:
+        # Closed by close(); a context manager would not fit the spool's lifetime.
+        self.file = tempfile.TemporaryFile(prefix="jobctl-spool-")  # noqa: SIM115
+        self._size = 0
+        self._firsts: list[int] = []
+        #: Per batch: where its blob and its heads start, and where each record's end.
+        self._batches: list[tuple[int, array[int], int, array[int]]] = []
+
+    def add(self, batch: Batch) -> None:
+        heads = b"".join(batch.heads)
+        head_ends = array("q", accumulate(map(len, batch.heads)))
+        blob_at = self._size
+        self.file.write(batch.blob)
+        self.file.write(heads)
+        self._size += len(batch.blob) + len(heads)
+        self._firsts.append(batch.first)
+        self._batches.append(
+            (blob_at, array("q", batch.ends), blob_at + len(batch.blob), head_ends)
+        )
+
+    def rows(self, ordinals: Iterable[int]) -> Iterator[tuple[int, bytes, bytes]]:
+        """(ordinal, COPY head, canonical JSON) of each of ``ordinals`` (good records)."""
+        self.file.flush()
+        fd = self.file.fileno()
+        for ordinal in ordinals:
+            index = bisect_right(self._firsts, ordinal) - 1
+            blob_at, ends, heads_at, head_ends = self._batches[index]
+            i = ordinal - self._firsts[index]
+            start, end = (ends[i - 1] if i else 0), ends[i]
+            head_start, head_end = (head_ends[i - 1] if i else 0), head_ends[i]
+            data = os.pread(fd, end - start, blob_at + start)
+            head = os.pread(fd, head_end - head_start, heads_at + head_start)
+            if len(data) != end - start or not head:  # pragma: no cover - a broken disk
+                raise OSError(f"the re-sync's spool lost the row of record {ordinal}")
+            yield ordinal, head, data
+
+    def close(self) -> None:
+        self.file.close()
 
 
 class _Worker(threading.Thread):
@@ -104,7 +159,7 @@ class _Worker(threading.Thread):
         self.sent = 0
         #: Records deferred (and their rows, spooled) until after the stream.
         self.deferred = 0
-        self._spool: Spool | None = None
+        self._spool: _DeferredRows | None = None
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         pk = sql.SQL(", ").join(map(sql.Identifier, table.pk_columns))
@@ -215,7 +270,7 @@ class _Worker(threading.Thread):
         for ordinal in wanted:
             i = ordinal - first
             head = heads[i]
-            assert head is not None
+            assert head, "a bad record is never wanted"
             data = bytes(blob[ends[i - 1] if i else 0 : ends[i]])
             line = b"%s\t%s\t%d\n" % (head, copy_data(data), ordinal)
             pending.append(line)
@@ -228,18 +283,11 @@ class _Worker(threading.Thread):
         """Stage the batch's keys for the comparison after the stream; spool its rows."""
         with cur.copy(self._later) as copy:
             copy.write(b"".join(batch.keys))
-        spool = self._spool = self._spool or Spool(None)
-        first, blob, ends = batch.first, batch.blob, batch.ends
-        start = 0
-        for i, head in enumerate(batch.heads):
-            end = ends[i]
-            if head is not None:
-                data = copy_data(bytes(blob[start:end]))
-                spool.add(b"%s\t%s\t%d\n" % (head, data, first + i))
-            start = end
+        spool = self._spool = self._spool or _DeferredRows()
+        spool.add(batch)
         self.deferred += len(batch.keys)
 
-    def _compare_deferred(self, cur: psycopg.Cursor[Any], spool: Spool) -> None:
+    def _compare_deferred(self, cur: psycopg.Cursor[Any], spool: _DeferredRows) -> None:
         """The deferred batches, at once: one join, then their wanted rows from the spool."""
         cur.execute(self._compare_later)
         found = cur.fetchone()
@@ -249,14 +297,13 @@ class _Worker(threading.Thread):
         self.restored += restored
         if not wanted:
             return
-        chosen = set(wanted)
-        for line in spool.selected():
-            if int(line[line.rindex(b"\t") + 1 :]) in chosen:
-                self._pending.append(line)
-                self._pending_bytes += len(line)
-                if self._pending_bytes >= SEND_BYTES:
-                    self._flush(cur)
-        self.sent += len(chosen)
+        for ordinal, head, data in spool.rows(sorted(wanted)):
+            line = b"%s\t%s\t%d\n" % (head, copy_data(data), ordinal)
+            self._pending.append(line)
+            self._pending_bytes += len(line)
+            if self._pending_bytes >= SEND_BYTES:
+                self._flush(cur)
+        self.sent += len(wanted)
         self._flush(cur)
 
     def _flush(self, cur: psycopg.Cursor[Any]) -> None:
@@ -380,7 +427,7 @@ def _stream(worker: _Worker, stats: ApplyStats, rows: Iterable[Row], prefix: str
             keys_only += 1
             text = f"{prefix}{copy_key(key)}" if key else prefix[:-1]
             keys.append(f"{text}\t\\N\t{ordinal}\n".encode())
-            heads.append(None)
+            heads.append(b"")
             if digest in seen or digest in bad_seen:
                 repeated = True
             bad_seen.add(digest)
