@@ -62,3 +62,27 @@ def test_rows_arrive_as_written(
 def test_a_key_of_the_wrong_width_is_refused_before_anything_is_sent() -> None:
     with pytest.raises(ValueError):
         row_encoder(2)(("only one",), b"{}")
+
+
+def test_a_first_loads_local_socket_gets_a_wide_send_buffer(db_url: str) -> None:
+    """The socket's send buffer is the queue between client and server (no writer
+    thread): on a Unix socket it is widened (as far as the kernel allows); a TCP
+    socket keeps its own sizing."""
+    import os
+    import socket
+
+    from jobctl.db.feedstore import SEND_BUFFER, _widen_send_buffer
+
+    with psycopg.connect(db_url) as conn:
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            before = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            _widen_send_buffer(conn)
+            after = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            family = sock.family
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is unharmed
+    if family != socket.AF_UNIX:
+        assert after == before
+        return
+    # Linux caps the value at net.core.wmem_max and doubles it for its bookkeeping:
+    # whatever the cap, more than the default the socket had
+    assert before < SEND_BUFFER and after > before, (before, after)

@@ -25,8 +25,11 @@ Every count comes from the statements' own row counts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,7 +48,9 @@ from jobctl.errors import UsageError
 log = logging.getLogger("jobctl.sync")
 
 #: A first load writes the COPY in blocks of this size (see :func:`_first_load`).
-FIRST_LOAD_BLOCK = 1 << 16
+FIRST_LOAD_BLOCK = 1 << 18
+#: ... into a local socket whose send buffer is widened to this (:func:`_widen_send_buffer`).
+SEND_BUFFER = 4 << 20
 
 
 def column_name(field_name: str) -> str:
@@ -348,6 +353,7 @@ def _apply(
     row = cur.fetchone()
     has_rows = bool(row and row[0])
     prefix = f"{partition}\t" if table.date_key else ""
+    _widen_send_buffer(conn)
     if has_rows:
         from jobctl.db.resync import resync  # imports this module
 
@@ -406,6 +412,26 @@ def _first_load(
         _apply_duplicates(conn, table, dups)
         dups.close()
     return stats
+
+
+def _widen_send_buffer(conn: psycopg.Connection[Any]) -> None:
+    """Let the feed connection's socket hold up to :data:`SEND_BUFFER` bytes in flight.
+
+    For a first load the send buffer is the queue between the parsing client and
+    the ingesting server (no writer thread); a re-sync's worker gets its batch of
+    keys off its hands sooner. A Unix socket's default (208 KiB: ~3 ms of the
+    server's work) runs dry whenever the client pauses a little longer — a block
+    of lines parsed at once, a garbage collection — and the server waits: with
+    4 MiB the first load of the 237,000-record feed took 3.7-3.9 s against
+    4.0-4.6 s. The kernel caps the value at ``net.core.wmem_max``. TCP is left
+    alone: it sizes its buffer itself, which setting it would switch off.
+    """
+    with (
+        contextlib.suppress(OSError, ValueError),
+        socket.socket(fileno=os.dup(conn.fileno())) as sock,  # closes the duplicate only
+    ):
+        if sock.family == socket.AF_UNIX:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
 
 def _apply_duplicates(conn: psycopg.Connection[Any], table: FeedTable, dups: Spool) -> None:
