@@ -86,3 +86,35 @@ def test_a_first_loads_local_socket_gets_a_wide_send_buffer(db_url: str) -> None
     # Linux caps the value at net.core.wmem_max and doubles it for its bookkeeping:
     # whatever the cap, more than the default the socket had
     assert before < SEND_BUFFER and after > before, (before, after)
+
+
+@pytest.mark.parametrize("width", [0, 1, 2, 3])
+@pytest.mark.parametrize("partition", [None, date(2026, 3, 8)])
+def test_resync_key_rows_arrive_as_written(
+    psql: psycopg.Connection[Any], width: int, partition: date | None
+) -> None:
+    """The re-sync's (key, hash, ord) rows: the hash NULL for a bad record."""
+    from jobctl.db.copybinary import HASH_FIELD, NULL, field_count, int4_field, key_encoder
+
+    key_cols = [f"k{i}" for i in range(width)]
+    lead = ["partition_date"] if partition else []
+    cols = [f"{c} date" for c in lead] + [f"{c} text" for c in key_cols]
+    psql.execute(f"CREATE TABLE k ({', '.join([*cols, 'hash bytea', 'ord integer'])})")
+    encode = key_encoder(width, partition)
+    count = field_count(len(lead) + width + 2)
+    rows = []
+    for n, (part,) in enumerate(KEYS if width else KEYS[:1]):
+        key = tuple(f"{part}/{i}" for i in range(width))
+        digest = None if n % 2 else xxhash.xxh3_128_digest(part.encode())
+        hashed = NULL if digest is None else HASH_FIELD + digest
+        rows.append((key, digest, n, b"".join((count, encode(key), hashed, int4_field(n)))))
+    names = ", ".join([*lead, *key_cols, "hash", "ord"])
+    with psql.cursor().copy(f"COPY k ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(SIGNATURE + b"".join(r[3] for r in rows) + TRAILER)
+    got = psql.execute(f"SELECT {names} FROM k ORDER BY ord").fetchall()
+    expected = [
+        (*([partition] if partition else []), *key, digest, n) for key, digest, n, _ in rows
+    ]
+    assert [tuple(bytes(v) if isinstance(v, memoryview) else v for v in g) for g in got] == (
+        expected
+    )

@@ -21,7 +21,17 @@ from datetime import date
 
 import xxhash
 
-__all__ = ["SIGNATURE", "TRAILER", "row_encoder"]
+__all__ = [
+    "HASH_FIELD",
+    "NULL",
+    "SIGNATURE",
+    "TRAILER",
+    "field_count",
+    "int4_field",
+    "jsonb_field",
+    "key_encoder",
+    "row_encoder",
+]
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
 TRAILER = b"\xff\xff"
@@ -93,6 +103,60 @@ def row_encoder(key_fields: int, partition: date | None = None) -> RowEncoder:
             encoded = part.encode()
             parts += (length(len(encoded)), encoded)
         parts += (hash_length, digest(data), jsonb(len(data) + 1, 1), data)
+        return b"".join(parts)
+
+    return many
+
+
+#: key parts -> the row's leading fields: [partition,] key… (no field count).
+KeyEncoder = Callable[[tuple[str, ...]], bytes]
+
+NULL = b"\xff\xff\xff\xff"  # a field's length -1: NULL
+HASH_FIELD = _HASH_LENGTH  # the hash field's length, before its 16 bytes
+_INT4 = struct.Struct(">ii").pack  # length 4, the value
+
+
+def jsonb_field(data: bytes) -> bytes:
+    """What goes before JSON text ``data`` to make it a jsonb field: length, version 1."""
+    return _JSONB(len(data) + 1, 1)
+
+
+def field_count(fields: int) -> bytes:
+    """The int16 that starts a row of ``fields`` fields."""
+    return struct.pack(">h", fields)
+
+
+def int4_field(value: int) -> bytes:
+    return _INT4(4, value)
+
+
+def key_encoder(key_fields: int, partition: date | None = None) -> KeyEncoder:
+    """The re-sync's leading fields of a row: ``[partition_date,] key…`` (text, UTF-8).
+
+    The rows of ``_jobctl_keys`` / ``_jobctl_later`` (key, hash, ord) and of
+    ``_jobctl_data`` (key, hash, data, ord) start with them; the caller adds the
+    field count and what follows.
+    """
+    lead = b""
+    if partition is not None:
+        lead = _LENGTH(4) + struct.pack(">i", (partition - _POSTGRES_EPOCH).days)
+    length = _LENGTH
+    if key_fields == 2 and not lead:
+
+        def two(key: tuple[str, ...]) -> bytes:
+            a, b = key
+            ab, bb = a.encode(), b.encode()
+            return b"".join((length(len(ab)), ab, length(len(bb)), bb))
+
+        return two
+
+    def many(key: tuple[str, ...]) -> bytes:
+        if len(key) != key_fields:
+            raise ValueError(f"a key of {len(key)} fields, not {key_fields}")
+        parts = [lead]
+        for part in key:
+            encoded = part.encode()
+            parts += (length(len(encoded)), encoded)
         return b"".join(parts)
 
     return many

@@ -357,7 +357,7 @@ def _apply(
     if has_rows:
         from jobctl.db.resync import resync  # imports this module
 
-        return resync(conn, table, rows, partition, prefix, complete)
+        return resync(conn, table, rows, partition, complete)
     return _first_load(conn, table, rows, partition, prefix)
 
 

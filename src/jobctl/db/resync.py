@@ -3,7 +3,7 @@
 The main thread parses and hands batches of records to a worker thread that owns
 the connection for the length of the stream. For each batch the worker
 
-1. COPYs ``(key, hash, ordinal)`` of its records into ``_jobctl_keys``;
+1. COPYs ``(key, hash, ordinal)`` of its records into ``_jobctl_keys`` (binary rows);
 2. joins those rows (found by their ordinals, which are indexed) with the target
    (index probes on its primary key), answering how many of the batch's keys met
    an active row, how many met a removed one, and the ordinals of the records that
@@ -51,14 +51,24 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from itertools import accumulate
 from typing import Any
 
 import psycopg
+import xxhash
 from psycopg import sql
 
-from jobctl.db.copytext import copy_data, copy_head, copy_key
+from jobctl.db.copybinary import (
+    HASH_FIELD,
+    NULL,
+    SIGNATURE,
+    TRAILER,
+    field_count,
+    int4_field,
+    jsonb_field,
+    key_encoder,
+)
 from jobctl.db.feedstore import ApplyStats, FeedTable, Row, key_digest, partition_filter
 
 #: A batch is handed to the worker at this many bytes of canonical JSON, or records.
@@ -81,9 +91,9 @@ class Batch:
     """Consecutive records of the feed, from ordinal ``first`` on."""
 
     first: int
-    #: COPY lines ``key, hash, ordinal`` (hash ``\\N`` for a bad record).
+    #: Binary COPY rows ``key, hash, ordinal`` (hash NULL for a bad record).
     keys: list[bytes] = field(default_factory=list)
-    #: Per record: the COPY fields before ``data`` (empty for a bad record).
+    #: Per record: its binary COPY fields before ``data``: key, hash (empty for a bad record).
     heads: list[bytes] = field(default_factory=list)
     #: The records' canonical JSON, one after the other; ``ends[i]`` is where record
     #: ``first + i`` ends (a bad record is empty). Copied here rather than kept as
@@ -166,7 +176,9 @@ class _Worker(threading.Thread):
         match = sql.SQL(" AND ").join(
             sql.SQL("t.{c} = b.{c}").format(c=sql.Identifier(c)) for c in table.pk_columns
         )
-        self._stage = sql.SQL("COPY _jobctl_keys ({}, hash, ord) FROM STDIN").format(pk)
+        self._stage = sql.SQL(
+            "COPY _jobctl_keys ({}, hash, ord) FROM STDIN (FORMAT BINARY)"
+        ).format(pk)
         compare = (
             "SELECT count(t.hash) FILTER (WHERE t.removed_at IS NULL),"
             " count(*) FILTER (WHERE b.hash IS NOT NULL AND t.removed_at IS NOT NULL),"
@@ -178,11 +190,16 @@ class _Worker(threading.Thread):
         self._compare = sql.SQL(compare + " WHERE b.ord BETWEEN %s AND %s").format(
             b=sql.Identifier("_jobctl_keys"), t=table.ident(), match=match
         )
-        self._later = sql.SQL("COPY _jobctl_later ({}, hash, ord) FROM STDIN").format(pk)
+        self._later = sql.SQL(
+            "COPY _jobctl_later ({}, hash, ord) FROM STDIN (FORMAT BINARY)"
+        ).format(pk)
         self._compare_later = sql.SQL(compare).format(
             b=sql.Identifier("_jobctl_later"), t=table.ident(), match=match
         )
-        self._send = sql.SQL("COPY _jobctl_data ({}, hash, data, ord) FROM STDIN").format(pk)
+        self._send = sql.SQL(
+            "COPY _jobctl_data ({}, hash, data, ord) FROM STDIN (FORMAT BINARY)"
+        ).format(pk)
+        self._data_fields = field_count(len(table.pk_columns) + 3)
 
     # -- main thread -----------------------------------------------------------------
 
@@ -255,7 +272,7 @@ class _Worker(threading.Thread):
 
     def _compare_batch(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
         with cur.copy(self._stage) as copy:
-            copy.write(b"".join(batch.keys))
+            copy.write(b"".join((SIGNATURE, *batch.keys, TRAILER)))
         # The batch's rows, by the index on ord: the keys staged so far stay put.
         cur.execute(self._compare, (batch.first, batch.first + len(batch.keys) - 1))
         found = cur.fetchone()
@@ -272,7 +289,7 @@ class _Worker(threading.Thread):
             head = heads[i]
             assert head, "a bad record is never wanted"
             data = bytes(blob[ends[i - 1] if i else 0 : ends[i]])
-            line = b"%s\t%s\t%d\n" % (head, copy_data(data), ordinal)
+            line = b"".join((self._data_fields, head, jsonb_field(data), data, int4_field(ordinal)))
             pending.append(line)
             self._pending_bytes += len(line)
         self.sent += len(wanted)
@@ -282,7 +299,7 @@ class _Worker(threading.Thread):
     def _defer(self, cur: psycopg.Cursor[Any], batch: Batch) -> None:
         """Stage the batch's keys for the comparison after the stream; spool its rows."""
         with cur.copy(self._later) as copy:
-            copy.write(b"".join(batch.keys))
+            copy.write(b"".join((SIGNATURE, *batch.keys, TRAILER)))
         spool = self._spool = self._spool or _DeferredRows()
         spool.add(batch)
         self.deferred += len(batch.keys)
@@ -297,8 +314,9 @@ class _Worker(threading.Thread):
         self.restored += restored
         if not wanted:
             return
+        fields = self._data_fields
         for ordinal, head, data in spool.rows(sorted(wanted)):
-            line = b"%s\t%s\t%d\n" % (head, copy_data(data), ordinal)
+            line = b"".join((fields, head, jsonb_field(data), data, int4_field(ordinal)))
             self._pending.append(line)
             self._pending_bytes += len(line)
             if self._pending_bytes >= SEND_BYTES:
@@ -309,7 +327,7 @@ class _Worker(threading.Thread):
     def _flush(self, cur: psycopg.Cursor[Any]) -> None:
         if self._pending:
             with cur.copy(self._send) as copy:
-                copy.write(b"".join(self._pending))
+                copy.write(b"".join((SIGNATURE, *self._pending, TRAILER)))
             self._pending.clear()
             self._pending_bytes = 0
 
@@ -342,7 +360,6 @@ def resync(
     table: FeedTable,
     rows: Iterable[Row],
     partition: str,
-    prefix: str,
     complete: bool,
 ) -> ApplyStats:
     """Merge a feed into a partition that has rows: send and rewrite only what changed."""
@@ -353,7 +370,7 @@ def resync(
     worker = _Worker(conn, table, partition)
     worker.start()
     try:
-        repeated = _stream(worker, stats, rows, prefix)
+        repeated = _stream(worker, stats, rows, table, partition)
         worker.finish()
     except BaseException:
         worker.abort()
@@ -406,12 +423,15 @@ def _start(cur: psycopg.Cursor[Any], table: FeedTable, partition: str) -> dateti
     return previous[0] if previous else None
 
 
-def _stream(worker: _Worker, stats: ApplyStats, rows: Iterable[Row], prefix: str) -> bool:
+def _stream(
+    worker: _Worker, stats: ApplyStats, rows: Iterable[Row], table: FeedTable, partition: str
+) -> bool:
     """Cut the feed into batches for the worker; True if any key is repeated.
 
     A record without data (bad, but its key is known) is staged with a NULL hash so
     that its stored row is not marked removed. Duplicate keys are counted here by a
-    client-side digest; which occurrence wins is decided on the server.
+    client-side digest; which occurrence wins is decided on the server. The rows are
+    COPY binary rows (see :mod:`jobctl.db.copybinary`): key fields, hash, ordinal.
     """
     seen: set[int] = set()
     bad_seen: set[int] = set()  # keys of bad records: a repeat there is one too
@@ -420,20 +440,24 @@ def _stream(worker: _Worker, stats: ApplyStats, rows: Iterable[Row], prefix: str
     ordinal = -1
     batch = Batch(0)
     keys, heads, blob, ends = batch.keys, batch.heads, batch.blob, batch.ends
+    encode = key_encoder(
+        len(table.key_columns), date.fromisoformat(partition) if table.date_key else None
+    )
+    key_fields = field_count(len(table.pk_columns) + 2)
+    digest_of = xxhash.xxh3_128_digest
     # The hot loop (every record of the feed): locals only.
     for ordinal, (key, data) in enumerate(rows):
         digest = key_digest(key)
         if data is None:
             keys_only += 1
-            text = f"{prefix}{copy_key(key)}" if key else prefix[:-1]
-            keys.append(f"{text}\t\\N\t{ordinal}\n".encode())
+            keys.append(b"".join((key_fields, encode(key), NULL, int4_field(ordinal))))
             heads.append(b"")
             if digest in seen or digest in bad_seen:
                 repeated = True
             bad_seen.add(digest)
         else:
-            head = copy_head(prefix, key, data)
-            keys.append(head + b"\t%d\n" % ordinal)
+            head = b"".join((encode(key), HASH_FIELD, digest_of(data)))
+            keys.append(b"".join((key_fields, head, int4_field(ordinal))))
             heads.append(head)
             blob += data
             if digest in seen:
