@@ -16,6 +16,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser import chrome
@@ -219,8 +220,15 @@ def submit(browser: webdriver.Chrome, job: str, day: str, time: str, params: str
     area = browser.find_element(By.NAME, "params")
     area.clear()
     area.send_keys(params)
-    browser.find_element(By.ID, "add-submit").click()
-    return browser.find_element(By.CSS_SELECTOR, "p.error").text
+    button = browser.find_element(By.ID, "add-submit")
+    button.click()
+    # The answer is a new page: wait until this one is gone (else the error of the
+    # previous submission, or none yet, would be read), then for its message.
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(button))
+    error: WebElement = WebDriverWait(browser, 10).until(
+        lambda b: b.find_element(By.CSS_SELECTOR, "p.error")
+    )
+    return error.text
 
 
 def test_bad_input_on_the_form_says_what_the_cli_says_and_writes_nothing(
