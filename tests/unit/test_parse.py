@@ -187,6 +187,20 @@ def test_csv_latin1_encoding() -> None:
     assert records(b"a\ncaf\xe9\n", "csv", encoding="latin-1") == [{"a": "café"}]
 
 
+def test_csv_long_fields_are_records_not_a_malformed_feed() -> None:
+    # An open-data export's geometry column as WKT: far beyond the csv module's
+    # default limit of 131,072 characters (which failed the whole feed).
+    wkt = "MULTIPOLYGON (((" + ", ".join(f"-79.{i:06d} 43.{i:06d}" for i in range(30_000)) + ")))"
+    assert len(wkt) > 500_000
+    data = f'id,geom,note\n1,"{wkt}",a\n2,{wkt.replace(",", ";")},b\n3,POINT (1 2),c\n'
+    out = records(data.encode(), "csv")
+    assert out == [
+        {"id": "1", "geom": wkt, "note": "a"},
+        {"id": "2", "geom": wkt.replace(",", ";"), "note": "b"},
+        {"id": "3", "geom": "POINT (1 2)", "note": "c"},
+    ]
+
+
 def test_csv_empty_and_duplicate_header() -> None:
     with pytest.raises(DocumentError, match="no header"):
         records(b"", "csv")

@@ -100,6 +100,7 @@ from jobctl.sources.arraylines import READ_SIZE, ArrayLines
 from jobctl.sources.records import BadRecord, _kind
 
 __all__ = [
+    "CSV_FIELD_LIMIT",
     "JSON_OBJECT_MAX_BYTES",
     "Format",
     "Item",
@@ -130,6 +131,14 @@ DIGITS_LIMIT = 150_000
 if 0 < sys.get_int_max_str_digits() < DIGITS_LIMIT:
     sys.set_int_max_str_digits(DIGITS_LIMIT)
 _DIGITS = re.compile(rb"[0-9]*")
+
+#: The longest CSV field: what one jsonb value can hold (255 MB). The csv module's
+#: default, 131,072 characters, fails a whole feed for one long field — open-data
+#: exports carry geometries as WKT text (a city boundary is often several hundred KB).
+#: Process-wide like the digit limit above (a sync is a process of its own).
+CSV_FIELD_LIMIT = 255 * 1024 * 1024
+if csv.field_size_limit() < CSV_FIELD_LIMIT:
+    csv.field_size_limit(CSV_FIELD_LIMIT)
 
 
 # --------------------------------------------------------------------------- opening
