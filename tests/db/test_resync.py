@@ -205,3 +205,55 @@ def test_removed_rows_are_marked_only_when_keys_are_missing(
     stats = apply(db, [*feed[:-3], ("new", {"v": 0})])
     assert (stats.removed, stats.unchanged, stats.active_before) == (0, 48, 48)
     assert psql.execute("SELECT rows_active FROM jobctl.feed_state").fetchone() == (48,)
+
+
+def _primary_keys(psql: psycopg.Connection[Any], table: str) -> list[tuple[str, str]]:
+    return psql.execute(
+        "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = %s::regclass AND contype = 'p'",
+        (table,),
+    ).fetchall()
+
+
+def test_a_new_table_gets_its_primary_key_after_the_first_load(
+    db_url: str, psql: psycopg.Connection[Any]
+) -> None:
+    """The key is built after the COPY (one sort): the repeats were kept out of it."""
+    db = Database(db_url)
+    stats = apply(db, [("k1", {"v": 1}), ("k2", {"v": 2}), ("k1", {"v": 3}), ("k2", None)])
+    assert (stats.new, stats.duplicates, stats.first_load) == (2, 1, True)
+    assert _primary_keys(psql, "items") == [("items_pkey", "PRIMARY KEY (id)")]
+    assert read_table(psql) == {"k1": Stored({"v": 3}, False), "k2": Stored({"v": 2}, False)}
+    # the key is in place for the re-sync's upsert
+    stats = apply(db, [("k1", {"v": 4}), ("k3", {"v": 5})])
+    assert (stats.updated, stats.new, stats.removed) == (1, 1, 1)
+
+
+def test_a_first_load_into_an_existing_table_keeps_its_key(
+    db_url: str, psql: psycopg.Connection[Any]
+) -> None:
+    """A new date of a dated table is a first load of its partition, into a keyed table."""
+    db = Database(db_url)
+    table = FeedTable("daily.visits", ("id",), date_key=True)
+    for day in ("2026-03-28", "2026-03-29"):
+        with feed_transaction(db) as conn:
+            stats = apply_feed(
+                conn,
+                table,
+                _rows([("a", {"d": day}), ("b", {"d": day}), ("a", {"d": 0})]),
+                partition=day,
+                complete=True,
+                state=STATE,
+            )
+        assert (stats.first_load, stats.new, stats.duplicates) == (True, 2, 1)
+    assert _primary_keys(psql, "daily.visits") == [
+        ("visits_pkey", "PRIMARY KEY (partition_date, id)")
+    ]
+    rows = psql.execute(
+        "SELECT partition_date::text, id, data FROM daily.visits ORDER BY 1, 2"
+    ).fetchall()
+    assert rows == [
+        (d, k, {"d": 0} if k == "a" else {"d": d})
+        for d in ("2026-03-28", "2026-03-29")
+        for k in ("a", "b")
+    ]
