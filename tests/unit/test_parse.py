@@ -11,7 +11,14 @@ from typing import Any, cast
 import pytest
 
 from jobctl.errors import DocumentError, SourceError, UsageError
-from jobctl.sources.parse import Item, error_answer, iter_records, json_backend, open_source
+from jobctl.sources.parse import (
+    CSV_FIELD_LIMIT,
+    Item,
+    error_answer,
+    iter_records,
+    json_backend,
+    open_source,
+)
 from jobctl.sources.records import (
     BadRecord,
     Projector,
@@ -199,6 +206,13 @@ def test_csv_long_fields_are_records_not_a_malformed_feed() -> None:
         {"id": "2", "geom": wkt.replace(",", ";"), "note": "b"},
         {"id": "3", "geom": "POINT (1 2)", "note": "c"},
     ]
+
+
+def test_csv_a_field_beyond_the_limit_fails_the_feed_naming_the_line() -> None:
+    # A quote left open on line 3: the rest of the file would be one field.
+    data = b'id,note\n1,a\n2,"open\n' + b"3,filler line\n" * (CSV_FIELD_LIMIT // 14 + 10)
+    with pytest.raises(DocumentError, match=r"more than 16,777,216 characters at line \d+ "):
+        records(data, "csv")
 
 
 def test_csv_empty_and_duplicate_header() -> None:

@@ -132,11 +132,13 @@ if 0 < sys.get_int_max_str_digits() < DIGITS_LIMIT:
     sys.set_int_max_str_digits(DIGITS_LIMIT)
 _DIGITS = re.compile(rb"[0-9]*")
 
-#: The longest CSV field: what one jsonb value can hold (255 MB). The csv module's
-#: default, 131,072 characters, fails a whole feed for one long field — open-data
-#: exports carry geometries as WKT text (a city boundary is often several hundred KB).
-#: Process-wide like the digit limit above (a sync is a process of its own).
-CSV_FIELD_LIMIT = 255 * 1024 * 1024
+#: The longest CSV field, in characters. The csv module's default, 131,072, fails a
+#: whole feed for one long field — open-data exports carry geometries as WKT text (a
+#: city boundary is often several hundred KB, a country's a few MB). Not unbounded:
+#: a quote left open makes the rest of the file one field, which the csv module holds
+#: at 4 bytes a character (16 Mi characters: ~64 MB before the feed fails, naming the
+#: line). Process-wide like the digit limit above (a sync is a process of its own).
+CSV_FIELD_LIMIT = 16 * 1024 * 1024
 if csv.field_size_limit() < CSV_FIELD_LIMIT:
     csv.field_size_limit(CSV_FIELD_LIMIT)
 
@@ -635,6 +637,11 @@ def _iter_csv(stream: IO[bytes], encoding: str, delimiter: str) -> Iterator[Item
                         f"line {reader.line_num} has {len(row)} fields, the header has {width}",
                     )
         except csv.Error as exc:
+            if "field larger than field limit" in str(exc):
+                raise DocumentError(
+                    f"CSV feed has a field of more than {CSV_FIELD_LIMIT:,} characters at"
+                    f" line {reader.line_num} (a quote left open?)"
+                ) from exc
             raise DocumentError(f"CSV feed is malformed at line {reader.line_num}: {exc}") from exc
         _check_csv_end(last, delimiter, reader.line_num)
     finally:
