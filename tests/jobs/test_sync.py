@@ -677,6 +677,63 @@ def test_a_first_load_stopped_mid_copy_leaves_no_table(
     assert counts(last_run(cli)) == expect(BIG, new=BIG)
 
 
+def test_a_first_load_stopped_while_its_key_is_built_leaves_no_table(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any], db_url: str
+) -> None:
+    """The primary key is added after the COPY: SIGTERM in that statement ends the run
+    as cancelled, cancels the statement, and leaves neither table nor feed state.
+
+    The statement is held still by another transaction that has created, and not yet
+    committed, a relation with the key's name: the index waits for it to end.
+    """
+    configure(project, PERMITS_SOURCE)
+    shutil.copy(gen_feed(N).path, project / "feed.json")
+    with psycopg.connect(db_url) as blocker:
+        blocker.execute("CREATE TABLE permits_pkey (x int)")  # not committed
+        proc = cli.popen("sync", "--source", "permits")
+        try:
+            row = wait_until(
+                lambda: psql.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND state = 'active' AND wait_event_type = 'Lock'"
+                    " AND query LIKE 'ALTER TABLE%%permits%%PRIMARY KEY%%'"
+                ).fetchone(),
+                what="the first load adding its key",
+            )
+            assert proc.poll() is None, "the sync ended before the fault"
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 143, err
+        assert "Traceback" not in err
+        # cancelled on the server too: the statement is no longer waiting
+        wait_until(
+            lambda: (
+                not psql.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND query LIKE 'ALTER%%'"
+                    " AND state = 'active'",
+                    (row[0],),
+                ).fetchone()
+            ),
+            timeout=10,
+            what="the key's statement to be cancelled",
+        )
+        blocker.rollback()
+    run = latest(psql)
+    assert (run["status"], run["error_message"]) == ("cancelled", "interrupted by SIGTERM")
+    assert psql.execute("SELECT to_regclass('permits')").fetchone() == (None,)
+    assert psql.execute("SELECT count(*) FROM jobctl.feed_state").fetchone() == (0,)
+
+    sync(cli, "--source", "permits")
+    assert counts(last_run(cli)) == expect(N, new=N)
+    assert psql.execute(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'permits'::regclass AND contype = 'p'"
+    ).fetchone() == (1,)
+
+
 def test_two_syncs_at_once_one_runs_one_skips(
     cli: Cli, project: Path, psql: psycopg.Connection[Any]
 ) -> None:
