@@ -176,8 +176,8 @@ def _primary_key(table: FeedTable) -> sql.Composed:
 
     Built once from the loaded rows (one sort) instead of grown row by row during the
     COPY: on the 237,000-record feed the server's part of a first load takes
-    ~0.5 s less (3.2-4.1 s against 3.7-4.5 s with the key in place, psql \\copy,
-    8 interleaved pairs). The rows are unique on the key (the client diverts
+    ~0.5 s less (2.9-3.8 s against 3.2-4.5 s with the key in place, psql \\copy,
+    8 interleaved pairs: every pair faster). The rows are unique on the key (the client diverts
     repeated keys), and the table, created in the same transaction, is seen by
     nobody before it has its key.
     """
