@@ -194,6 +194,59 @@ def test_gzip_content_encoding_and_gzip_file(
     assert stored(psql, "archive") == expected
 
 
+def test_an_undecodable_feed_names_the_charset_its_server_declared(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any], srv: HTTPTestServer
+) -> None:
+    """A government CSV in windows-1252, read as UTF-8: the run fails, naming the charset
+    the server declared; set as the source's encoding, the feed syncs. The declared
+    charset is not applied by itself (a server's default is no proof)."""
+    body = "id,name\n1,Caf\u00e9 Nord\n2,Stra\u00dfe\n".encode("cp1252")
+    srv.serve("/wards.csv", body, content_type="text/csv; charset=windows-1252")
+    source = f"""
+[sources.wards]
+url = "{srv.url("/wards.csv")}"
+format = "csv"
+key = ["id"]
+table = "wards"
+"""
+    configure(project, source)
+    sync(cli, code=1)
+    run = latest(psql)
+    assert run["status"] == "failed"
+    message = run["error_message"]
+    assert message.startswith("wards: feed is not valid utf-8 near byte 13"), message
+    assert (
+        'the server declared charset=windows-1252: if that is right, set encoding = "windows-1252"'
+        in message
+    )
+    assert message.endswith("; nothing was applied")
+    assert psql.execute("SELECT to_regclass('wards')").fetchone() == (None,)
+
+    configure(project, source + 'encoding = "windows-1252"\n')
+    sync(cli)
+    rows = psql.execute("SELECT id, data->>'name' FROM wards ORDER BY id").fetchall()
+    assert rows == [("1", "Caf\u00e9 Nord"), ("2", "Stra\u00dfe")]
+
+
+def test_a_declared_charset_that_matches_adds_no_hint(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any], srv: HTTPTestServer
+) -> None:
+    srv.serve("/bad.csv", b"id,name\n1,caf\xe9\n", content_type="text/csv; charset=UTF-8")
+    configure(
+        project,
+        f'''
+[sources.bad]
+url = "{srv.url("/bad.csv")}"
+format = "csv"
+key = ["id"]
+table = "bad"
+''',
+    )
+    sync(cli, code=1)
+    message = latest(psql)["error_message"]
+    assert "not valid utf-8" in message and "declared" not in message, message
+
+
 def test_url_option_replaces_the_configured_location(
     cli: Cli, project: Path, psql: psycopg.Connection[Any], srv: HTTPTestServer, tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ removes (its process is gone, or it is older than :data:`STALE_DOWNLOADS`).
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import os
@@ -300,6 +301,7 @@ class _Fetched:
     path: Path | None = None
     unchanged: str | None = None
     day: date | None = None  # a query source's :date
+    charset: str | None = None  # what an HTTP answer declared (see DownloadResult)
 
 
 def _location(source: SourceConfig, day: date, plan: SyncPlan, settings: Settings) -> str:
@@ -468,7 +470,7 @@ def _download(ctx: RunContext, origin: _Origin, url: str, tmp: Path) -> _Fetched
     if result.not_modified:
         return origin.unchanged(update, "HTTP 304 Not Modified")
     assert result.path is not None
-    return origin.fetched(update, result.path)
+    return replace(origin.fetched(update, result.path), charset=result.charset)
 
 
 def _local_file(origin: _Origin, location: str) -> _Fetched:
@@ -620,7 +622,8 @@ def _apply(ctx: RunContext, conn: FeedConnection, item: _Fetched) -> dict[str, A
         refused(reader.errors)
         if str(exc).startswith(f"{source.name}:"):
             raise
-        named = type(exc)(f"{source.name}: {exc}; nothing was applied")
+        hint = _charset_hint(exc, source.encoding, item.charset)
+        named = type(exc)(f"{source.name}: {exc}{hint}; nothing was applied")
         named.transient = exc.transient
         raise named from exc
     if ctx.progress is not None:  # merged; the run's one transaction commits next
@@ -697,6 +700,25 @@ def _query_records(ctx: RunContext, item: _Fetched) -> Iterator[Iterator[Item]]:
         cursor_name=f"jobctl_sync_{ctx.run_id}",
     ) as (columns, rows):
         yield records_of(columns, rows)
+
+
+def _charset_hint(exc: Exception, encoding: str, declared: str | None) -> str:
+    """For a feed that does not decode: the charset its server declared, if another.
+
+    Not applied by itself: servers declare their default (ISO-8859-1 for any text) as
+    often as the truth, and latin-1 decodes every byte — a wrong guess would be stored
+    silently. Said, the operator can check and set ``encoding``.
+    """
+    if not declared or not str(exc).startswith(f"feed is not valid {encoding}"):
+        return ""
+    try:
+        if codecs.lookup(declared).name == codecs.lookup(encoding).name:
+            return ""
+    except LookupError:
+        return ""
+    return (
+        f' (the server declared charset={declared}: if that is right, set encoding = "{declared}")'
+    )
 
 
 def _has_nul(key: tuple[str, ...]) -> bool:

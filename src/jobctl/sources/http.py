@@ -80,6 +80,9 @@ class DownloadResult:
     and ``sha256`` describe the stored (Content-Encoding-decoded) file — 0 and ``""``
     after a 304. ``etag`` / ``last_modified`` are the response validators to send next
     time (after a 304: the server's if it repeated them, else the ones sent).
+    ``charset``: what the response's ``Content-Type`` declared, if anything (the feed
+    is read with the configured encoding all the same: a declared charset is as often
+    a server's default as the truth; it only explains an undecodable feed).
     """
 
     path: Path | None
@@ -90,6 +93,7 @@ class DownloadResult:
     bytes: int
     attempts: int
     sha256: str
+    charset: str | None = None
 
     @property
     def requests(self) -> int:
@@ -442,11 +446,14 @@ def download(
     part = dest.with_name(dest.name + ".part")
     tmo = _timeout(timeout, connect_timeout)
 
+    declared: list[str | None] = [None]  # the charset of the response kept
+
     def consume(resp: httpx.Response) -> tuple[int, str | None, str | None, int, str]:
         new_etag = resp.headers.get("ETag")
         new_lm = resp.headers.get("Last-Modified")
         if resp.status_code == 304:
             return 304, new_etag or etag, new_lm or last_modified, 0, ""
+        declared[0] = resp.charset_encoding
         digest = hashlib.sha256()
         size = 0
         try:
@@ -502,4 +509,6 @@ def download(
         log.info("GET %s: 304 not modified (attempts=%d)", shown, attempts)
         return DownloadResult(None, True, 304, new_etag, new_lm, 0, attempts, "")
     log.info("GET %s: HTTP %d, %d bytes (attempts=%d)", shown, status, size, attempts)
-    return DownloadResult(dest, False, status, new_etag, new_lm, size, attempts, sha)
+    return DownloadResult(
+        dest, False, status, new_etag, new_lm, size, attempts, sha, charset=declared[0]
+    )
