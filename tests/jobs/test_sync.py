@@ -767,3 +767,29 @@ table = "permits"
     assert f"run {running[0]}" in second.stderr
     assert counts(rows[1]) == expect(N, new=N)
     assert len(srv.requests_for("/permits.json")) == 1
+
+
+def test_a_wrapped_local_json_feed_without_its_record_path_fails_saying_so(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    """A CKAN-style answer saved to a file, read with the default record path: the run
+    fails naming the setting (it completed with zero records before), and with the
+    path set the feed syncs."""
+    body = {"success": True, "result": {"records": [{"id": 1}, {"id": 2}]}}
+    (project / "ckan.json").write_text(json.dumps(body))
+    source = """
+[sources.ckan]
+path = "ckan.json"
+key = ["id"]
+table = "ckan"
+"""
+    configure(project, source)
+    sync(cli, code=1)
+    run = latest(psql)
+    assert run["status"] == "failed"
+    assert "no array at the top level (set record_path" in run["error_message"], run
+    assert not table_exists(psql, "ckan")
+
+    configure(project, source + 'record_path = "result.records.item"\n')
+    sync(cli)
+    assert counts(last_run(cli)) == expect(2, new=2)

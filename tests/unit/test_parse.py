@@ -326,6 +326,38 @@ def test_the_digest_taken_while_parsing_is_the_files(tmp_path: Path, compress: b
     assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_file_with_no_record_at_its_path_is_checked_and_digested_once(
+    tmp_path: Path, compress: bool
+) -> None:
+    """No record found: the parser reads the file again to tell a wrong record path from
+    an empty array — through the digest tap too (it failed silently: zero records)."""
+    pad = b" " * (3 << 20)  # beyond the first reads: the check reads the file again
+    cases = [
+        (
+            b'{"success": true, "result": {"records": [{"id": 1}]}}' + pad,
+            "item",
+            "no array at the top level",
+        ),
+        (b'{"result": [{"id": 1}]}' + pad, "data.item", "record path 'data.item' not found"),
+        (b'{"data": []}' + pad, "data.item", None),  # really empty: zero records
+    ]
+    for body, record_path, error in cases:
+        data = gzip.compress(body) if compress else body
+        path = tmp_path / "feed.json"
+        path.write_bytes(data)
+        digest = hashlib.sha256()
+        with open_source(path, digest.update) as stream:
+            if error is None:
+                assert list(iter_records(stream, "json", record_path=record_path)) == []
+            else:
+                with pytest.raises(DocumentError, match=error):
+                    list(iter_records(stream, "json", record_path=record_path))
+            while stream.read(1 << 20):
+                pass
+        assert digest.hexdigest() == hashlib.sha256(data).hexdigest(), record_path
+
+
 def test_the_truncated_gzip_of_a_json_dump_is_document_error(tmp_path: Path) -> None:
     body = b"[\n" + b",\n".join(b'{"id": %d}' % i for i in range(30000)) + b"\n]\n"
     packed = tmp_path / "feed.json.gz"

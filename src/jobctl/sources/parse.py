@@ -150,22 +150,40 @@ class _Tap(io.RawIOBase):
     """A raw file that hands every chunk it reads to ``on_chunk`` (e.g. a digest).
 
     The chunk is a memoryview of the reader's buffer, valid during the call only (a
-    digest's ``update`` takes it as it is: no copy of every megabyte read).
+    digest's ``update`` takes it as it is: no copy of every megabyte read). Seekable,
+    so that a parser may read a part again (the check that a JSON feed with no record
+    has its record path at all): ``on_chunk`` still sees every byte once, in order —
+    only what lies beyond the furthest point read so far.
     """
 
     def __init__(self, raw: io.FileIO, on_chunk: Callable[[memoryview], None]) -> None:
         super().__init__()
         self._raw = raw
         self._on_chunk = on_chunk
+        self._pos = 0
+        self._seen = 0  # bytes [0, _seen) went to on_chunk
 
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return self._raw.seekable()
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._pos = self._raw.seek(offset, whence)
+        return self._pos
+
     def readinto(self, buffer: Any) -> int:
-        count = self._raw.readinto(buffer)
-        if count:
-            self._on_chunk(memoryview(buffer)[:count])
-        return count or 0
+        count = self._raw.readinto(buffer) or 0
+        seen = self._seen - self._pos  # of this chunk, the bytes on_chunk had already
+        self._pos += count
+        if count > seen:  # (a parser reads again what it read; it never skips ahead)
+            self._on_chunk(memoryview(buffer)[max(seen, 0) : count])
+            self._seen = self._pos
+        return count
 
     def close(self) -> None:
         self._raw.close()
