@@ -163,6 +163,15 @@ def sync(cli: Cli, *args: str, code: int | None = 0) -> Any:
     return result
 
 
+def sync_fails(cli: Cli, psql: psycopg.Connection[Any], *args: str) -> str:
+    """Run a sync that must fail (exit 1, run ``failed``); its error message."""
+    sync(cli, *args, code=1)
+    run = latest(psql)
+    assert run["status"] == "failed", run
+    message: str = run["error_message"]
+    return message
+
+
 def table_exists(psql: psycopg.Connection[Any], table: str) -> bool:
     row = psql.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
     return bool(row and row[0])

@@ -33,6 +33,7 @@ from tests.jobs import (
     source_stats,
     stored,
     sync,
+    sync_fails,
     table_exists,
     wait_until,
     write_json,
@@ -784,10 +785,8 @@ key = ["id"]
 table = "ckan"
 """
     configure(project, source)
-    sync(cli, code=1)
-    run = latest(psql)
-    assert run["status"] == "failed"
-    assert "no array at the top level (set record_path" in run["error_message"], run
+    message = sync_fails(cli, psql)
+    assert "no array at the top level (set record_path" in message, message
     assert not table_exists(psql, "ckan")
 
     configure(project, source + 'record_path = "result.records.item"\n')

@@ -28,6 +28,7 @@ from tests.jobs import (
     source_stats,
     stored,
     sync,
+    sync_fails,
     xmins,
 )
 
@@ -210,10 +211,7 @@ key = ["id"]
 table = "wards"
 """
     configure(project, source)
-    sync(cli, code=1)
-    run = latest(psql)
-    assert run["status"] == "failed"
-    message = run["error_message"]
+    message = sync_fails(cli, psql)
     assert message.startswith("wards: feed is not valid utf-8 near byte 13"), message
     assert (
         'the server declared charset=windows-1252: if that is right, set encoding = "windows-1252"'
@@ -242,8 +240,7 @@ key = ["id"]
 table = "bad"
 ''',
     )
-    sync(cli, code=1)
-    message = latest(psql)["error_message"]
+    message = sync_fails(cli, psql)
     assert "not valid utf-8" in message and "declared" not in message, message
 
 
