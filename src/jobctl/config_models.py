@@ -33,6 +33,7 @@ from jobctl.config_types import (
     Count,
     DatabaseUrl,
     Duration,
+    Encoding,
     ErrorWhen,
     FieldError,
     FieldName,
@@ -213,7 +214,7 @@ class SourceConfig(_Table, frozen=True):
     error_when: ErrorWhen | None = None
     error_message: FieldName | None = None
     retry_on_error_body: bool = False
-    encoding: Text = "utf-8"
+    encoding: Encoding = "utf-8"
     delimiter: OneChar = ","
     conditional: bool = True
     checks: tuple[Check, ...] = ()

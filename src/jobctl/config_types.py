@@ -14,6 +14,7 @@ nothing here may import the ``jobctl.sources`` package (tests/test_startup.py).
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Callable, Mapping
 from datetime import date, time, timedelta
@@ -352,6 +353,20 @@ def _one_char(value: object) -> str:
     text = _text(value)
     if len(text) != 1:
         raise ValueError(f"{shown(text)} must be one character")
+    if text in ('"', "\r", "\n"):
+        # csv reads a quote as the delimiter without complaint, and every row is bad
+        raise ValueError(f"{shown(text)} cannot separate fields (a quote or a line end)")
+    return text
+
+
+def _encoding(value: object) -> str:
+    text = _text(value)
+    try:
+        codecs.lookup(text)
+    except LookupError:
+        raise ValueError(
+            f"{shown(text)} is not an encoding Python knows (e.g. utf-8, latin-1)"
+        ) from None
     return text
 
 
@@ -450,6 +465,7 @@ if TYPE_CHECKING:
     ErrorWhen = Mapping[str, Any]
     FieldName = str
     OneChar = str
+    Encoding = str
     HttpUrl = str
     Query = str
     PeriodQuery = str
@@ -485,6 +501,7 @@ else:
     ErrorWhen = _custom("ErrorWhen", dict, _error_when)
     FieldName = _custom("FieldName", str, _field_name)
     OneChar = _custom("OneChar", str, _one_char)
+    Encoding = _custom("Encoding", str, _encoding)
     HttpUrl = _custom("HttpUrl", str, _http_url)
     Query = _custom("Query", str, _query)
     PeriodQuery = _custom("PeriodQuery", str, _period_query)

@@ -1056,3 +1056,48 @@ def test_any_other_sections_load_or_raise_a_config_error(
         lines.append(f"[{section}]")
         lines += [f"{k} = {toml(v)}" for k, v in table.items()]
     _loads_or_usage_error(tmp_path, "\n".join(lines) + "\n", {})
+
+
+@pytest.mark.parametrize(
+    ("setting", "reason"),
+    [
+        ('delimiter = "||"', "'||' must be one character"),
+        ("delimiter = '\"'", "'\"' cannot separate fields (a quote or a line end)"),
+        ('delimiter = "\\n"', "cannot separate fields"),
+        ('delimiter = "\\r"', "cannot separate fields"),
+        ('encoding = "klingon"', "'klingon' is not an encoding Python knows"),
+        ('encoding = ""', "sources.feed.encoding"),
+    ],
+)
+def test_a_csv_source_refuses_a_delimiter_or_encoding_it_cannot_read(
+    tmp_path: Path, setting: str, reason: str
+) -> None:
+    """Refused when the config is read (exit 2, no run): a quote as the delimiter made
+    every row bad, an unknown encoding failed the run after it had started."""
+    text = f"""
+[sources.feed]
+path = "feed.csv"
+format = "csv"
+key = ["id"]
+table = "feed"
+{setting}
+"""
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    assert reason in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_csv_source_takes_the_usual_delimiters_and_encodings(tmp_path: Path) -> None:
+    for delimiter, encoding in ((";", "latin-1"), ("\\t", "cp1252"), ("|", "utf-8-sig")):
+        text = f"""
+[sources.feed]
+path = "feed.csv"
+format = "csv"
+key = ["id"]
+table = "feed"
+delimiter = "{delimiter}"
+encoding = "{encoding}"
+"""
+        source = load(tmp_path, text).sources["feed"]
+        assert (source.delimiter, source.encoding) == (delimiter.replace("\\t", "\t"), encoding)
