@@ -60,6 +60,7 @@ from jobctl.config_types import (
     TailLines,
     Text,
     Weekday,
+    WrittenTable,
     Zone,
     config_error,
     dec_hook,
@@ -186,7 +187,7 @@ class SourceConfig(_Table, frozen=True):
 
     not_in_file = ("name", "statement_timeout")
     name: str
-    table: TableName
+    table: WrittenTable
     key: KeyFields
     format: Format = "json"
     url: HttpUrl | None = None
@@ -376,7 +377,7 @@ class SnapshotSet(_Table, frozen=True):
 
     not_in_file = ("name",)
     name: str
-    table: TableName
+    table: WrittenTable
     key: KeyColumns
     query: PeriodQuery
     periods: Periods = PERIOD_TYPES

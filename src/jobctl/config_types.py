@@ -271,6 +271,20 @@ def _table_name(value: object) -> str:
     return value
 
 
+#: Schemas no job writes into: jobctl's own ledger, and PostgreSQL's.
+_NOT_WRITTEN = ("jobctl", "information_schema")
+
+
+def _written_table(value: object) -> str:
+    """A table a job writes into (a feed's, a snapshot set's): not in a schema of its own."""
+    name = _table_name(value)
+    schema = name.partition(".")[0] if "." in name else ""  # quoted: case counts
+    if schema in _NOT_WRITTEN or schema.startswith("pg_"):
+        owner = "jobctl's own tables" if schema == "jobctl" else "PostgreSQL's catalog"
+        raise ValueError(f"{shown(name)} is in the {schema} schema, which holds {owner}")
+    return name
+
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -456,6 +470,7 @@ if TYPE_CHECKING:
     SourceDatabaseUrl = str
     Params = Mapping[str, str]
     TableName = str
+    WrittenTable = str
     ColumnName = str
     KeyFields = tuple[str, ...]
     KeyColumns = tuple[str, ...]
@@ -492,6 +507,7 @@ else:
     SourceDatabaseUrl = _custom("SourceDatabaseUrl", str, _source_database_url)
     Params = _custom("Params", dict, _params)
     TableName = _custom("TableName", str, _table_name)
+    WrittenTable = _custom("WrittenTable", str, _written_table)
     ColumnName = _custom("ColumnName", str, _column_name)
     KeyFields = _custom("KeyFields", tuple, _key_fields)
     KeyColumns = _custom("KeyColumns", tuple, _key_columns)

@@ -792,3 +792,21 @@ table = "ckan"
     configure(project, source + 'record_path = "result.records.item"\n')
     sync(cli)
     assert counts(last_run(cli)) == expect(2, new=2)
+
+
+def test_a_source_pointed_at_another_feeds_view_is_refused(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    """``<table>_v`` is the view jobctl keeps beside a feed table: a source whose table
+    is that name is told so (the upsert failed on "column xmax does not exist")."""
+    write_json(project / "a.json", [{"id": 1}, {"id": 2}])
+    configure(project, '[sources.a]\npath = "a.json"\nkey = ["id"]\ntable = "geo"\n')
+    sync(cli)
+    configure(project, '[sources.b]\npath = "a.json"\nkey = ["id"]\ntable = "geo_v"\n')
+    result = sync(cli, code=2)
+    assert "'geo_v' is a view, not a table jobctl can write" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert psql.execute("SELECT count(*) FROM geo_v").fetchone() == (2,)
+    assert psql.execute(
+        "SELECT relkind::text FROM pg_class WHERE relname = 'geo_v'"
+    ).fetchone() == ("v",)

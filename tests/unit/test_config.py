@@ -1101,3 +1101,35 @@ encoding = "{encoding}"
 """
         source = load(tmp_path, text).sources["feed"]
         assert (source.delimiter, source.encoding) == (delimiter.replace("\\t", "\t"), encoding)
+
+
+@pytest.mark.parametrize(
+    ("section", "extra"),
+    [
+        ("sources", 'path = "f.json"\nkey = ["id"]'),
+        ("snapshots", 'key = ["k"]\nquery = "SELECT 1"'),
+    ],
+)
+@pytest.mark.parametrize(
+    ("table", "owner"),
+    [
+        ("jobctl.runs", "jobctl's own tables"),
+        ("jobctl.feed_state", "jobctl's own tables"),
+        ("pg_catalog.pg_class", "PostgreSQL's catalog"),
+        ("information_schema.tables", "PostgreSQL's catalog"),
+        ("pg_toast.x", "PostgreSQL's catalog"),
+    ],
+)
+def test_a_job_never_writes_into_jobctls_or_the_catalogs_schema(
+    tmp_path: Path, section: str, extra: str, table: str, owner: str
+) -> None:
+    text = f'[{section}.s]\ntable = "{table}"\n{extra}\n'
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    assert f"{section}.s.table" in str(caught.value) and owner in str(caught.value)
+
+
+def test_a_job_may_write_into_its_own_schemas(tmp_path: Path) -> None:
+    for table in ("permits", "public.permits", "jobctl_data.permits", "JobCtl.runs"):
+        source = load(tmp_path, f'[sources.s]\ntable = "{table}"\npath = "f.json"\nkey = ["id"]\n')
+        assert source.sources["s"].table == table

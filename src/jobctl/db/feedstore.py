@@ -220,12 +220,18 @@ def ensure_table(cur: psycopg.Cursor[Any], table: FeedTable) -> bool:
         )
     cur.execute(_ddl(table))
     cur.execute(
-        "SELECT NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass"
-        " AND contype = 'p')",
+        "SELECT c.relkind::text, NOT EXISTS (SELECT 1 FROM pg_constraint"
+        " WHERE conrelid = c.oid AND contype = 'p') FROM pg_class c WHERE c.oid = %s::regclass",
         (table.ident().as_string(cur),),
     )
     found = cur.fetchone()
-    keyless = bool(found and found[0])
+    kind, keyless = (found[0], bool(found[1])) if found else ("r", False)
+    if kind != "r":  # CREATE TABLE IF NOT EXISTS passed over a view of that name
+        what = {"v": "a view", "m": "a materialized view", "f": "a foreign table"}
+        raise UsageError(
+            f"{table.name!r} is {what.get(kind, 'not a plain table')}, not a table jobctl"
+            " can write: choose another table"
+        )
     cur.execute(
         "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
         " AND NOT attisdropped",
