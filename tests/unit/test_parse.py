@@ -358,6 +358,45 @@ def test_a_file_with_no_record_at_its_path_is_checked_and_digested_once(
         assert digest.hexdigest() == hashlib.sha256(data).hexdigest(), record_path
 
 
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+@pytest.mark.parametrize(
+    ("fmt", "text"),
+    [
+        ("json", '[{"id": 1, "name": "Caf\u00e9"},\n{"id": 2, "name": "\u00c5s"}]\n'),
+        ("ndjson", '{"id": 1, "name": "Caf\u00e9"}\n{"id": 2, "name": "\u00c5s"}\n'),
+        ("csv", "id,name\r\n1,Caf\u00e9\r\n2,\u00c5s\r\n"),
+    ],
+)
+def test_a_utf16_or_utf32_export_is_read_by_its_byte_order_mark(
+    tmp_path: Path, codec: str, fmt: str, text: str
+) -> None:
+    """A Windows "Unicode" export starts with a mark no UTF-8 text can start with: read
+    as it says, from memory and from a gzip file alike, the file digested as it is."""
+    data = ("\ufeff" + text).encode(codec)
+    expected = records(text.encode(), fmt)
+    assert len(expected) == 2
+    assert records(data, fmt) == expected
+    path = tmp_path / "feed"
+    path.write_bytes(gzip.compress(data))
+    digest = hashlib.sha256()
+    with open_source(path, digest.update) as stream:
+        assert list(iter_records(stream, fmt)) == expected
+        while stream.read(1 << 20):
+            pass
+    assert digest.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_byte_order_mark_does_not_override_a_configured_encoding() -> None:
+    # Read as the latin-1 it is configured to be: UTF-16's NULs and all (the last
+    # "line" is the NUL after the final newline: a cut file).
+    data = "\ufeffid\n1\n".encode("utf-16-le")
+    with pytest.raises(DocumentError, match="the last line has no newline"):
+        records(data, "csv", encoding="latin-1")
+    assert records(data + b"\n", "csv", encoding="latin-1")[0] == {
+        "\xff\xfei\x00d\x00": "\x001\x00"
+    }
+
+
 def test_the_truncated_gzip_of_a_json_dump_is_document_error(tmp_path: Path) -> None:
     body = b"[\n" + b",\n".join(b'{"id": %d}' % i for i in range(30000)) + b"\n]\n"
     packed = tmp_path / "feed.json.gz"

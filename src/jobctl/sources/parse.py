@@ -20,6 +20,10 @@ cut by the network): a line format is only complete when its last line is. A cut
 falls exactly on a line boundary cannot be seen in the bytes; ``max_removed_ratio``
 (:mod:`jobctl.jobs.sync`) guards against the shrunken feed that leaves.
 
+Encoding: ``encoding`` (UTF-8 by default; a UTF-8 BOM is dropped). A feed read as
+UTF-8 that starts with a UTF-16 or UTF-32 byte order mark — a Windows "Unicode" export;
+no UTF-8 text can start so — is read in the encoding the mark names.
+
 Numbers are kept exactly as written (see :mod:`jobctl.sources.records`): integers are
 ``int`` of any size; a number with a fraction or an exponent is a ``float`` when a double
 is exactly that number as written, else a ``Decimal``.
@@ -308,6 +312,41 @@ class _Reader:
             )
 
 
+#: Byte order marks no UTF-8 text can start with (0xFF / 0xFE are never UTF-8), as
+#: Windows tools write "Unicode" exports: the feed is read in what they announce.
+#: UTF-32 first: its little-endian mark starts with UTF-16's.
+_UNICODE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def _unicode_bom(stream: IO[bytes]) -> str | None:
+    """The encoding a UTF-16 or UTF-32 byte order mark at the start of ``stream`` names.
+
+    Looked at without consuming: ``peek`` (a buffered or gzip file), else read and seek
+    back; a stream that can do neither is read as configured.
+    """
+    try:
+        if hasattr(stream, "peek"):
+            head = stream.peek(4)[:4]
+        elif stream.seekable():
+            at = stream.tell()
+            head = stream.read(4)
+            stream.seek(at)
+        else:
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    for bom, name in _UNICODE_BOMS:
+        if head.startswith(bom):
+            log.info("the feed starts with a %s byte order mark: read as %s", name, name)
+            return name
+    return None
+
+
 def _is_utf8(encoding: str) -> bool:
     try:
         return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
@@ -349,7 +388,8 @@ def iter_records(
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown feed format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    _is_utf8(encoding)  # validate early: UsageError for an unknown encoding
+    if _is_utf8(encoding):  # (also validates: UsageError for an unknown encoding)
+        encoding = _unicode_bom(stream) or encoding
     if fmt == "json":
         inner = _iter_json(stream, record_path, encoding)
     elif fmt == "ndjson":
