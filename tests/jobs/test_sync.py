@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -810,3 +811,20 @@ def test_a_source_pointed_at_another_feeds_view_is_refused(
     assert psql.execute(
         "SELECT relkind::text FROM pg_class WHERE relname = 'geo_v'"
     ).fetchone() == ("v",)
+
+
+def test_a_zipped_csv_feed_syncs_and_is_known_unchanged_by_its_digest(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    body = b"id,name\n" + b"".join(b"%d,n%d\n" % (i, i) for i in range(500))
+    with zipfile.ZipFile(project / "wards.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("wards/wards.csv", body)
+    configure(
+        project,
+        '[sources.wards]\npath = "wards.zip"\nformat = "csv"\nkey = ["id"]\ntable = "wards"\n',
+    )
+    sync(cli)
+    assert counts(last_run(cli)) == expect(500, new=500)
+    assert psql.execute("SELECT data->>'name' FROM wards WHERE id = '7'").fetchone() == ("n7",)
+    sync(cli)  # the same archive: its digest is the last sync's
+    assert "same content as the last sync" in json.dumps(last_run(cli))

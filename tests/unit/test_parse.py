@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import io
 import json
+import zipfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
@@ -395,6 +396,45 @@ def test_a_byte_order_mark_does_not_override_a_configured_encoding() -> None:
     assert records(data + b"\n", "csv", encoding="latin-1")[0] == {
         "\xff\xfei\x00d\x00": "\x001\x00"
     }
+
+
+def _zip(path: Path, members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", method) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+def test_a_zip_of_one_file_is_read_as_that_file(tmp_path: Path, method: int) -> None:
+    """As open data portals ship a CSV: the one file (beside folders and a Mac's
+    __MACOSX/ and dot files) is the feed; the digest is the archive's."""
+    body = b"id,name\n" + b"".join(b"%d,n%d\n" % (i, i) for i in range(20000))
+    path = _zip(
+        tmp_path / "permits.zip",
+        {"data/permits.csv": body, "__MACOSX/data/._permits.csv": b"x", "data/.DS_Store": b"y"},
+        method,
+    )
+    digest = hashlib.sha256()
+    with open_source(path, digest.update) as stream:
+        out = list(iter_records(stream, "csv"))
+        while stream.read(1 << 20):
+            pass
+    assert out == records(body, "csv") and len(out) == 20000
+    assert digest.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_zip_that_is_not_one_readable_file_is_document_error(tmp_path: Path) -> None:
+    two = _zip(tmp_path / "two.zip", {"a.csv": b"id\n1\n", "b.csv": b"id\n2\n"})
+    with pytest.raises(DocumentError, match=r"holds 2 files \(a.csv, b.csv\): jobctl reads a zip"):
+        open_source(two)
+    with pytest.raises(DocumentError, match="holds no file"):
+        open_source(_zip(tmp_path / "empty.zip", {}))
+    cut = tmp_path / "cut.zip"
+    whole = _zip(tmp_path / "whole.zip", {"a.csv": b"id\n" + b"1\n" * 50000}).read_bytes()
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DocumentError, match="zip feed is truncated or corrupt"):
+        open_source(cut)
 
 
 def test_the_truncated_gzip_of_a_json_dump_is_document_error(tmp_path: Path) -> None:

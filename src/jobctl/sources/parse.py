@@ -88,6 +88,7 @@ import json
 import logging
 import re
 import sys
+import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
@@ -195,10 +196,12 @@ class _Tap(io.RawIOBase):
 
 
 def open_source(path: Path, on_chunk: Callable[[memoryview], None] | None = None) -> BinaryIO:
-    """Open a local feed file for reading; gzip files (magic ``1f 8b``) are decompressed.
+    """Open a local feed file for reading; gzip files (magic ``1f 8b``) are decompressed,
+    a zip archive of one file is read as that file (:func:`_zip_member`).
 
     ``on_chunk`` sees every raw (still compressed) byte read, in order — a digest of
-    the file computed while it is parsed instead of in a pass of its own. It gets a
+    the file computed while it is parsed instead of in a pass of its own (for a zip,
+    whose index is at its end, in a pass of its own first). It gets a
     memoryview valid during the call only: use it there (``digest.update``), or copy it.
     Raises SourceError(transient=False) when the file cannot be opened.
     """
@@ -210,15 +213,57 @@ def open_source(path: Path, on_chunk: Callable[[memoryview], None] | None = None
     except OSError as exc:
         raise SourceError(f"cannot open {path}: {exc.strerror or exc}", transient=False) from exc
     try:
-        magic = raw.peek(2)[:2]
+        magic = raw.peek(4)[:4]
     except OSError as exc:
         raw.close()
         raise SourceError(f"cannot read {path}: {exc.strerror or exc}", transient=False) from exc
-    if magic == _GZIP_MAGIC:
+    if magic[:2] == _GZIP_MAGIC:
         unzipped = gzip.GzipFile(fileobj=raw, mode="rb")
         unzipped.myfileobj = raw  # type: ignore[assignment]  # closed with it
         return cast(BinaryIO, unzipped)
+    if magic in _ZIP_MAGICS:
+        with contextlib.closing(raw):
+            if on_chunk is not None:  # the digest covers the zip file as it is
+                while raw.read(FILE_BUFFER):
+                    pass
+        return _zip_member(path)
     return cast(BinaryIO, raw)
+
+
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
+
+
+def _zip_member(path: Path) -> BinaryIO:
+    """The one file of a zip archive, as open data portals often ship a CSV.
+
+    The archive may hold folders and a Mac's ``__MACOSX/`` and dot files beside it;
+    more than one file is a DocumentError naming them (which one is the feed is not
+    jobctl's to guess). A cut or corrupt archive is a DocumentError too. The member is
+    read as it is decompressed; the archive closes with it.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            files = [
+                info
+                for info in archive.infolist()
+                if not info.is_dir()
+                and not info.filename.startswith("__MACOSX/")
+                and not info.filename.rpartition("/")[2].startswith(".")
+            ]
+            if len(files) != 1:
+                names = ", ".join(info.filename for info in files[:5])
+                more = ", …" if len(files) > 5 else ""
+                what = f"{len(files)} files ({names}{more})" if files else "no file"
+                raise DocumentError(f"the zip feed holds {what}: jobctl reads a zip of one file")
+            return cast(BinaryIO, archive.open(files[0]))  # keeps the file open until closed
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+        raise DocumentError(f"zip feed is truncated or corrupt: {exc}") from exc
+    except NotImplementedError as exc:  # a compression method zipfile lacks
+        raise DocumentError(f"zip feed cannot be read: {exc}") from exc
+    except RuntimeError as exc:  # encrypted
+        raise DocumentError(f"zip feed cannot be read: {exc}") from exc
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}", transient=False) from exc
 
 
 # --------------------------------------------------------------------------- ijson backend
@@ -400,7 +445,7 @@ def iter_records(
         inner = _iter_json_object(stream, record_path, encoding)
     try:
         yield from inner
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+    except (EOFError, zlib.error, gzip.BadGzipFile, zipfile.BadZipFile) as exc:
         # gzip.open() raises these while reading: EOFError for a cut-short stream
         raise DocumentError(f"compressed feed is truncated or corrupt: {exc}") from exc
     except OSError as exc:
