@@ -1058,6 +1058,15 @@ def test_any_other_sections_load_or_raise_a_config_error(
     _loads_or_usage_error(tmp_path, "\n".join(lines) + "\n", {})
 
 
+CSV_SOURCE = """
+[sources.feed]
+path = "feed.csv"
+format = "csv"
+key = ["id"]
+table = "feed"
+"""
+
+
 @pytest.mark.parametrize(
     ("setting", "reason"),
     [
@@ -1074,31 +1083,15 @@ def test_a_csv_source_refuses_a_delimiter_or_encoding_it_cannot_read(
 ) -> None:
     """Refused when the config is read (exit 2, no run): a quote as the delimiter made
     every row bad, an unknown encoding failed the run after it had started."""
-    text = f"""
-[sources.feed]
-path = "feed.csv"
-format = "csv"
-key = ["id"]
-table = "feed"
-{setting}
-"""
     with pytest.raises(ConfigError) as caught:
-        load(tmp_path, text)
+        load(tmp_path, CSV_SOURCE + setting + "\n")
     assert reason in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
 def test_a_csv_source_takes_the_usual_delimiters_and_encodings(tmp_path: Path) -> None:
     for delimiter, encoding in ((";", "latin-1"), ("\\t", "cp1252"), ("|", "utf-8-sig")):
-        text = f"""
-[sources.feed]
-path = "feed.csv"
-format = "csv"
-key = ["id"]
-table = "feed"
-delimiter = "{delimiter}"
-encoding = "{encoding}"
-"""
+        text = CSV_SOURCE + f'delimiter = "{delimiter}"\nencoding = "{encoding}"\n'
         source = load(tmp_path, text).sources["feed"]
         assert (source.delimiter, source.encoding) == (delimiter.replace("\\t", "\t"), encoding)
 
