@@ -265,6 +265,7 @@ def test_bad_types_over_the_error_ratio_fail_and_change_nothing(
     assert run["status"] == "failed"
     message = run["error_message"]
     assert f"{len(junk)} of {N} records are bad" in message and "max_error_ratio" in message
+    assert "; most often: " in message and "(e.g. record " in message, message
     assert "nothing was applied" in message
     assert "max_error_ratio" in result.stderr
     assert checksum(psql) == before
@@ -828,3 +829,21 @@ def test_a_zipped_csv_feed_syncs_and_is_known_unchanged_by_its_digest(
     assert psql.execute("SELECT data->>'name' FROM wards WHERE id = '7'").fetchone() == ("n7",)
     sync(cli)  # the same archive: its digest is the last sync's
     assert "same content as the last sync" in json.dumps(last_run(cli))
+
+
+def test_a_key_field_named_wrong_is_said_with_the_fields_the_records_have(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    """Every record is bad when the key is named as the feed does not: the refusal says
+    why and which fields there are (a trailing space, another case), not just a ratio."""
+    (project / "wards.csv").write_text("ID ,name\n1,a\n2,b\n3,c\n")
+    configure(
+        project,
+        '[sources.wards]\npath = "wards.csv"\nformat = "csv"\nkey = ["id"]\ntable = "wards"\n',
+    )
+    message = sync_fails(cli, psql)
+    assert message == (
+        "wards: 3 of 3 records are bad (100.0% > max_error_ratio 1.0%); most often: missing"
+        " key field 'id' (e.g. record 1); the records have 'ID ', 'name'; nothing was applied"
+    )
+    assert not table_exists(psql, "wards")

@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -542,8 +543,8 @@ def _guards(
             refused(errors, duplicates=stats.duplicates)
             raise JobError(
                 f"{source.name}: {errors} of {total} records are bad "
-                f"({errors / total:.1%} > max_error_ratio {source.max_error_ratio:.1%}); "
-                "nothing was applied"
+                f"({errors / total:.1%} > max_error_ratio {source.max_error_ratio:.1%})"
+                f"{reader.commonest()}; nothing was applied"
             )
         if stats.distinct == 0 and stats.removed > 0:
             refused(errors, duplicates=stats.duplicates)
@@ -764,11 +765,31 @@ class _Reader:
         self.progress: Callable[..., None] | None = ctx.progress
         fields = source.fields or {}
         self.raw_key_fields = [fields.get(k, k) for k in source.key]
+        #: The fields of the first record that lacked a key field: what the key could be.
+        self.fields_seen: list[str] | None = None
 
     def bad(self, item: BadRecord) -> None:
         self.errors += 1
         if len(self.samples) < ERROR_SAMPLES:
             self.samples.append({"position": item.position, "key": item.key, "reason": item.reason})
+
+    def commonest(self) -> str:
+        """``, most often: <reason> (e.g. record N)`` of the sampled bad records, for the
+        refusal's message: a key field named wrong makes every record bad, and says so."""
+        reasons = Counter(str(s["reason"]) for s in self.samples if "position" in s)
+        if not reasons:
+            return ""
+        reason = reasons.most_common(1)[0][0]
+        where = next(s["position"] for s in self.samples if s.get("reason") == reason)
+        # a CSV or NDJSON line's own reason names its line
+        said = f"; most often: {reason}" + (
+            "" if reason.startswith("line ") else f" (e.g. record {where})"
+        )
+        if reason.startswith("missing key field") and self.fields_seen:
+            shown = ", ".join(repr(name) for name in self.fields_seen[:12])
+            more = ", …" if len(self.fields_seen) > 12 else ""
+            said += f"; the records have {shown}{more}"
+        return said
 
     def rows(
         self, records: Iterator[dict[str, Any] | BadRecord]
@@ -804,6 +825,8 @@ class _Reader:
                 continue
             key = extract_key(record, key_fields, position=total)
             if isinstance(key, BadRecord):
+                if self.fields_seen is None and key.reason.startswith("missing key field"):
+                    self.fields_seen = list(record)
                 self.bad(key)
                 continue
             try:
