@@ -111,6 +111,8 @@ def test_json_wrong_record_path_is_document_error() -> None:
         records(b'{"result": [{"a": 1}]}', "json", record_path="data.item")
     with pytest.raises(DocumentError, match="no array at the top level"):
         records(b'{"data": [{"a": 1}]}', "json")
+    with pytest.raises(DocumentError, match='or format = "json-object" if the document is one'):
+        records(b'{"id": 1, "name": "one record"}', "json")
 
 
 def test_json_large_feed_streams(tmp_path: Path) -> None:

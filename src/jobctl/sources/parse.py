@@ -521,7 +521,12 @@ def _check_record_path(
     where = f"'{container}'" if container else "the top level"
     raise DocumentError(
         f"record path {record_path!r} not found: the document has no array at {where}"
-        + ("" if container else " (set record_path, e.g. 'data.item')")
+        + (
+            ""
+            if container
+            else " (set record_path, e.g. 'data.item'; or format = \"json-object\""
+            " if the document is one record)"
+        )
     )
 
 
