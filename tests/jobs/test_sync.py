@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import signal
+import string
 import subprocess
 import time
 import zipfile
@@ -847,3 +849,33 @@ def test_a_key_field_named_wrong_is_said_with_the_fields_the_records_have(
         " key field 'id' (e.g. record 1); the records have 'ID ', 'name'; nothing was applied"
     )
     assert not table_exists(psql, "wards")
+
+
+def test_a_key_too_long_for_the_index_is_that_records_error_not_the_feeds(
+    cli: Cli, project: Path, psql: psycopg.Connection[Any]
+) -> None:
+    """A btree entry holds ~2.7 kB: one hostile 10 kB key failed the whole feed (the
+    primary key's build refused it). Now it is one bad record, first load and re-sync."""
+    rng = random.Random(7)
+    long_key = "".join(rng.choice(string.ascii_letters) for _ in range(10_000))
+    good = [{"a": str(i), "b": "x", "v": i} for i in range(300)]
+    feed = [*good[:150], {"a": long_key, "b": "x", "v": -1}, *good[150:]]
+    feed.append({"a": "é" * 700, "b": "ü" * 700, "v": -2})  # 2,800 bytes in two parts
+    write_json(project / "k.json", feed)
+    configure(
+        project,
+        '[sources.k]\npath = "k.json"\nkey = ["a", "b"]\ntable = "k"\nmax_error_ratio = 0.05\n',
+    )
+    sync(cli)
+    run = last_run(cli)
+    assert counts(run) == expect(302, new=300, errors=2)
+    samples = source_stats(run, "k")["error_samples"]
+    assert [s["reason"] for s in samples] == [
+        "key is 10,001 bytes: more than a PostgreSQL index holds (at most 2,600 bytes)",
+        "key is 2,800 bytes: more than a PostgreSQL index holds (at most 2,600 bytes)",
+    ]
+    assert all(len(s["key"]) <= 80 for s in samples)
+    write_json(project / "k.json", [*feed, {"a": "new", "b": "x", "v": 0}])
+    sync(cli)  # the re-sync path: the same records refused, nothing marked removed
+    assert counts(last_run(cli)) == expect(303, new=1, unchanged=300, errors=2)
+    assert psql.execute("SELECT count(*) FROM k WHERE removed_at IS NULL").fetchone() == (301,)

@@ -62,6 +62,11 @@ PROGRESS_EVERY = 5.0  # seconds between progress log lines
 PROGRESS_LIVE = 0.5  # seconds between updates of a live terminal line
 #: A download directory this old belongs to no running sync (none runs for a day).
 STALE_DOWNLOADS = timedelta(days=1)
+#: The longest key, in UTF-8 bytes, a record may have: a btree entry holds at most
+#: 2,704 bytes (PostgreSQL's limit, headers and a date partition included). One longer
+#: key failed the whole feed when the primary key was built; now it is that record's
+#: error. A key of fewer characters than a quarter of this is not measured in bytes.
+KEY_BYTES_LIMIT = 2600
 
 
 @dataclass(frozen=True)
@@ -722,6 +727,20 @@ def _charset_hint(exc: Exception, encoding: str, declared: str | None) -> str:
     )
 
 
+_too_long = f"more than a PostgreSQL index holds (at most {KEY_BYTES_LIMIT:,} bytes)"
+
+
+def _key_bytes(key: tuple[str, ...]) -> int:
+    """The key's length in UTF-8 bytes when it is over :data:`KEY_BYTES_LIMIT`, else 0."""
+    size = sum(len(part.encode("utf-8", "surrogatepass")) for part in key)
+    return size if size > KEY_BYTES_LIMIT else 0
+
+
+def _key_shown(key: tuple[str, ...]) -> str:
+    shown = "/".join(key)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
 def _has_nul(key: tuple[str, ...]) -> bool:
     return any("\x00" in part for part in key)
 
@@ -828,6 +847,10 @@ class _Reader:
                 if self.fields_seen is None and key.reason.startswith("missing key field"):
                     self.fields_seen = list(record)
                 self.bad(key)
+                continue
+            if sum(map(len, key)) > KEY_BYTES_LIMIT // 4 and (size := _key_bytes(key)):
+                # Not staged either: no row can have a key the index cannot hold.
+                self.bad(BadRecord(total, f"key is {size:,} bytes: {_too_long}", _key_shown(key)))
                 continue
             try:
                 data = canonical_bytes(record)
