@@ -14,6 +14,7 @@
         ├── LockLost                 the run's lock went away (connection killed, server restarted)
         ├── SourceError              a feed could not be fetched (transient or not)
         └── DocumentError            a feed is malformed as a whole
+            └── UndecodableFeed      its bytes are not text in the encoding read
 
 Every error carries the data that explains it and the exit code it maps to;
 :func:`exit_code_of` is the one function that reads it, for ``cli.main`` (an error
@@ -113,6 +114,10 @@ class SourceError(JobError):
 
 class DocumentError(JobError):
     """A feed document is malformed as a whole (truncated JSON, bad encoding)."""
+
+
+class UndecodableFeed(DocumentError):
+    """A feed's bytes are not text in the encoding it is read in."""
 
 
 def exit_code_of(exc: BaseException) -> ExitCode:

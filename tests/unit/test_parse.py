@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 
-from jobctl.errors import DocumentError, SourceError, UsageError
+from jobctl.errors import DocumentError, SourceError, UndecodableFeed, UsageError
 from jobctl.sources.parse import (
     CSV_FIELD_LIMIT,
     Item,
@@ -191,6 +191,28 @@ def test_csv_bad_encoding_is_document_error_with_offset() -> None:
     data = b"a,b\n" + b"x,y\n" * 3000 + b"caf\xe9,1\n"
     with pytest.raises(DocumentError, match=r"not valid utf-8 near byte 12007"):
         records(data, "csv")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-32"])
+@pytest.mark.parametrize(
+    ("fmt", "data"),
+    [
+        ("csv", b"a\ncaf\xe9\n"),
+        ("ndjson", b'{"a": "caf\xe9"}\n'),
+        ("json-object", b'{"a": "caf\xe9"}'),
+    ],
+)
+def test_undecodable_bytes_are_an_undecodable_feed(fmt: str, data: bytes, encoding: str) -> None:
+    """One type for 'not text in this encoding', whatever the format and the codec's way
+    of failing (UTF-16 without its BOM raised a bare UnicodeError, not a DocumentError):
+    what the sync looks for to name the charset an HTTP server declared."""
+    if fmt == "json-object" and encoding == "utf-8":
+        # read as bytes by orjson, which says so itself: "not valid JSON … UTF-8"
+        with pytest.raises(DocumentError, match="not valid JSON"):
+            records(data, fmt, encoding=encoding)
+        return
+    with pytest.raises(UndecodableFeed, match=f"not valid {encoding}"):
+        records(data, fmt, encoding=encoding)
 
 
 def test_csv_latin1_encoding() -> None:

@@ -41,7 +41,7 @@ from jobctl.db.feedstore import (
     touch_unchanged,
 )
 from jobctl.durations import parse_date
-from jobctl.errors import DocumentError, JobError, SourceError, UsageError
+from jobctl.errors import DocumentError, JobError, SourceError, UndecodableFeed, UsageError
 from jobctl.jobspec import JobSpec, Planning, stored_params
 from jobctl.sources.parse import Item, error_answer, iter_records, open_source
 from jobctl.sources.records import (
@@ -715,7 +715,7 @@ def _charset_hint(exc: Exception, encoding: str, declared: str | None) -> str:
     often as the truth, and latin-1 decodes every byte — a wrong guess would be stored
     silently. Said, the operator can check and set ``encoding``.
     """
-    if not declared or not str(exc).startswith(f"feed is not valid {encoding}"):
+    if not declared or not isinstance(exc, UndecodableFeed):
         return ""
     try:
         if codecs.lookup(declared).name == codecs.lookup(encoding).name:

@@ -100,7 +100,7 @@ import ijson
 import orjson
 
 from jobctl.config_models import FORMATS
-from jobctl.errors import DocumentError, SourceError, UsageError
+from jobctl.errors import DocumentError, SourceError, UndecodableFeed, UsageError
 from jobctl.sources.arraylines import READ_SIZE, ArrayLines
 from jobctl.sources.records import BadRecord, _kind
 
@@ -314,9 +314,11 @@ class _Reader:
                 text = self._decoder.decode(data, final=not data)
             except UnicodeDecodeError as exc:
                 where = self.offset - len(data) + exc.start
-                raise DocumentError(
+                raise UndecodableFeed(
                     f"feed is not valid {self._encoding} near byte {max(where, 0)}: {exc.reason}"
                 ) from exc
+            except UnicodeError as exc:  # the whole stream: UTF-16 without its BOM
+                raise UndecodableFeed(f"feed is not valid {self._encoding}: {exc}") from exc
             data = text.encode("utf-8")
         if self._first and data:
             self._first = False
@@ -634,7 +636,7 @@ def _iter_ndjson(stream: IO[bytes], encoding: str) -> Iterator[Item]:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as uexc:
-                raise DocumentError(
+                raise UndecodableFeed(
                     f"feed is not valid utf-8 near byte {start + uexc.start} "
                     f"(line {line_no}): {uexc.reason}"
                 ) from uexc
@@ -681,20 +683,25 @@ def _iter_ndjson_text(stream: IO[bytes], encoding: str) -> Iterator[Item]:
 
 
 def _decoding(text: io.TextIOWrapper, raw: IO[bytes], encoding: str) -> Iterator[str]:
-    """Iterate lines of ``text``, turning UnicodeDecodeError into DocumentError."""
+    """Iterate lines of ``text``, turning a UnicodeError into UndecodableFeed."""
     it = iter(text)
     while True:
         try:
             line = next(it)
         except StopIteration:
             return
-        except UnicodeDecodeError as exc:
+        except UnicodeError as exc:
             raise _decode_error(exc, raw, encoding) from exc
         yield line
 
 
-def _decode_error(exc: UnicodeDecodeError, raw: IO[bytes], encoding: str) -> DocumentError:
-    """DocumentError naming the encoding and, when the stream can tell, the byte offset."""
+def _decode_error(exc: UnicodeError, raw: IO[bytes], encoding: str) -> UndecodableFeed:
+    """UndecodableFeed naming the encoding and, when the stream can tell, the byte offset.
+
+    Not every UnicodeError has one: UTF-16 read without its BOM fails as a whole.
+    """
+    if not isinstance(exc, UnicodeDecodeError):
+        return UndecodableFeed(f"feed is not valid {encoding}: {exc}")
     where = ""
     try:
         # TextIOWrapper decodes chunk by chunk: the failing chunk ends at raw.tell()
@@ -703,7 +710,7 @@ def _decode_error(exc: UnicodeDecodeError, raw: IO[bytes], encoding: str) -> Doc
             where = f" near byte {pos}"
     except (OSError, AttributeError, ValueError):
         pass
-    return DocumentError(f"feed is not valid {encoding}{where}: {exc.reason}")
+    return UndecodableFeed(f"feed is not valid {encoding}{where}: {exc.reason}")
 
 
 def _iter_csv(stream: IO[bytes], encoding: str, delimiter: str) -> Iterator[Item]:
